@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/layerfs/layerfs/unionfs"
+)
+
+// splitEscaped splits s at every sep not escaped by a backslash. An escaped sep loses its
+// backslash; every other escape is kept for the next level (a lowerdir value is split again at
+// ':'). This is the escaping fuse-overlayfs and the kernel accept: "\," and "\:".
+func splitEscaped(s string, sep byte) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			if s[i+1] == sep {
+				cur.WriteByte(sep)
+			} else {
+				cur.WriteByte(c)
+				cur.WriteByte(s[i+1])
+			}
+			i++
+			continue
+		}
+		if c == sep {
+			parts = append(parts, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(c)
+	}
+	return append(parts, cur.String())
+}
+
+// unescape resolves the remaining backslash escapes of a path: "\x" is "x".
+func unescape(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+1 < len(s) {
+			i++
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// kernelMountOptions are handed to the kernel as they are.
+var kernelMountOptions = map[string]bool{
+	"nodev": true, "dev": true, "nosuid": true, "suid": true, "noexec": true, "exec": true,
+	"ro": true, "rw": true, "noatime": true, "nodiratime": true, "relatime": true,
+	"strictatime": true, "sync": true, "async": true, "dirsync": true,
+}
+
+// acceptedOptions are accepted and have no effect: layerfs always behaves as they ask, or the
+// choice is the kernel's business only.
+var acceptedOptions = map[string]bool{
+	"allow_other": true, "allow_root": true, "default_permissions": true, "noacl": true,
+	"acl": true, "index": true, "xino": true, "nfs_export": true, "metacopy": true,
+	"fsync": true, "uuid": true, "context": true, "fscontext": true, "defcontext": true,
+	"rootcontext": true, "plugins": true, "threaded": true, "static_nlink": true,
+	"noxattrs": true, "max_idle_threads": true,
+}
+
+// notYet are options whose meaning layerfs does not provide yet: ignoring them would give a
+// view the caller did not ask for, so they are refused.
+var notYet = map[string]string{
+	"uidmapping":        "id mapping",
+	"gidmapping":        "id mapping",
+	"squash_to_root":    "id squashing",
+	"squash_to_uid":     "id squashing",
+	"squash_to_gid":     "id squashing",
+	"xattr_permissions": "xattr permissions",
+}
+
+// parseOptions applies one -o string to cfg. Empty elements are skipped (container engines
+// write "a,,b"); unknown options are reported through warn and otherwise ignored, as
+// fuse-overlayfs does. It returns an error naming the first bad option.
+func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
+	for _, opt := range splitEscaped(s, ',') {
+		if opt == "" {
+			continue
+		}
+		key, val, hasVal := strings.Cut(opt, "=")
+		switch key {
+		case "lowerdir", "upperdir", "workdir", "fsname":
+			if !hasVal || val == "" {
+				return fmt.Errorf("option %s has an empty value", key)
+			}
+		}
+		switch key {
+		case "lowerdir":
+			for _, l := range splitEscaped(val, ':') {
+				if l == "" {
+					return fmt.Errorf("option lowerdir has an empty layer in %q (data-only layers, \"::\", are not supported)", val)
+				}
+				cfg.Lowers = append(cfg.Lowers, unescape(l))
+			}
+		case "upperdir":
+			cfg.Upper = unescape(val)
+		case "workdir":
+			cfg.Work = unescape(val)
+		case "fsname":
+			cfg.FsName = val
+		case "volatile":
+			cfg.Volatile = true
+		case "userxattr":
+			cfg.UserXattr = true
+		case "debug":
+			cfg.Debug = true
+		case "redirect_dir":
+			switch val {
+			case "", "off", "nofollow", "follow":
+			default:
+				return fmt.Errorf("option redirect_dir=%s is not supported: directory renames across layers give EXDEV", val)
+			}
+		default:
+			if what, ok := notYet[key]; ok {
+				return fmt.Errorf("option %s: %s is not supported", key, what)
+			}
+			if kernelMountOptions[key] && !hasVal {
+				cfg.MountOptions = append(cfg.MountOptions, key)
+				continue
+			}
+			if !acceptedOptions[key] {
+				warn(fmt.Sprintf("ignoring unknown option %q", opt))
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/layerfs/layerfs/unionfs"
+	"golang.org/x/sys/unix"
+)
+
+// daemonEnv tells a re-executed layerfs that it is the background server and which descriptor
+// reports readiness to the parent.
+const daemonEnv = "_LAYERFS_DAEMON_FD"
+
+// serveForeground mounts and serves until unmounted; SIGINT, SIGTERM and SIGHUP unmount.
+func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) int {
+	srv, err := unionfs.Mount(mountpoint, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: mount %s: %s\n", mountpoint, errMessage(err))
+		return 1
+	}
+	return serve(srv, stderr)
+}
+
+func serve(srv *unionfs.Server, stderr io.Writer) int {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		for range sigs {
+			unmount(srv, stderr)
+		}
+	}()
+	srv.Wait()
+	signal.Stop(sigs)
+	return 0
+}
+
+// unmount takes the mount away; when it is busy, it is detached so that the server can still
+// exit, as umount -l would.
+func unmount(srv *unionfs.Server, stderr io.Writer) {
+	err := srv.Unmount()
+	if err == nil {
+		return
+	}
+	if derr := unix.Unmount(srv.Mountpoint(), unix.MNT_DETACH); derr == nil {
+		return
+	}
+	if out, ferr := exec.Command("fusermount3", "-u", "-z", srv.Mountpoint()).CombinedOutput(); ferr != nil {
+		fmt.Fprintf(stderr, "layerfs: unmount %s: %v; %s\n", srv.Mountpoint(), err, strings.TrimSpace(string(out)))
+	}
+}
+
+// serveBackground starts a copy of this program as the server, detached from the terminal,
+// and returns 0 once it reports the mount live, or prints its error and returns 1. The server
+// closes every inherited stream, so a caller that reads our output (a container engine) sees
+// it end when we exit.
+func serveBackground(mountpoint string, cfg unionfs.Config, stderr io.Writer) int {
+	if fdStr := os.Getenv(daemonEnv); fdStr != "" {
+		return runDaemon(fdStr, mountpoint, cfg)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: cannot find own executable to start the server: %v\n", err)
+		return 1
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: %v\n", err)
+		return 1
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: %v\n", err)
+		return 1
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), daemonEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	if cfg.Debug {
+		// The trace was asked for: it goes where our stderr goes.
+		cmd.Stderr = stderrFile(stderr, devnull)
+	}
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "layerfs: start server: %v\n", err)
+		return 1
+	}
+	w.Close()
+	msg, _ := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	msg = strings.TrimSpace(msg)
+	if msg == "ok" {
+		cmd.Process.Release()
+		return 0
+	}
+	cmd.Wait()
+	if msg == "" {
+		msg = "the server exited before the mount was live"
+	}
+	fmt.Fprintf(stderr, "layerfs: %s\n", msg)
+	return 1
+}
+
+func stderrFile(w io.Writer, fallback *os.File) *os.File {
+	if f, ok := w.(*os.File); ok {
+		return f
+	}
+	return fallback
+}
+
+// runDaemon is the background server: mount, tell the parent, serve until unmounted.
+func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
+	var fd int
+	if _, err := fmt.Sscan(fdStr, &fd); err != nil {
+		return 1
+	}
+	report := os.NewFile(uintptr(fd), "ready")
+	os.Unsetenv(daemonEnv)
+	srv, err := unionfs.Mount(mountpoint, cfg)
+	if err != nil {
+		fmt.Fprintf(report, "mount %s: %s\n", mountpoint, strings.ReplaceAll(errMessage(err), "\n", " "))
+		report.Close()
+		return 1
+	}
+	fmt.Fprintln(report, "ok")
+	report.Close()
+	os.Chdir("/")
+	return serve(srv, os.Stderr)
+}

@@ -1,0 +1,44 @@
+// Package unionfs serves the merged view of a layer stack through go-fuse: one node per merged
+// path, resolved with kernel overlayfs rules (see DESIGN.md, "Lookup rules").
+package unionfs
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Config describes one mount: the layers and the behaviour switches. It is validated by
+// Validate; Mount calls it again.
+type Config struct {
+	// Lowers are the read-only layers, topmost first (the kernel's lowerdir=top:…:bottom).
+	Lowers []string
+	// Upper is the writable layer; empty for a read-only mount of the lowers.
+	Upper string
+	// Work is the work directory, on the same filesystem as Upper, used to build objects
+	// before they are renamed into place. Required with Upper.
+	Work string
+	// UserXattr selects user.overlay.* attributes for the markers layerfs writes (the kernel's
+	// userxattr mode); otherwise trusted.overlay.* is written. Both are always read.
+	UserXattr bool
+	// Volatile skips fsync, as the kernel's volatile option does.
+	Volatile bool
+	// Debug logs every FUSE operation to DebugLog.
+	Debug bool
+	// DebugLog receives the operation trace; nil means no trace.
+	DebugLog io.Writer
+	// MountOptions are passed to the kernel as they are (nodev, nosuid, noexec, ...).
+	MountOptions []string
+	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
+	FsName string
+}
+
+// ReadOnly reports whether the mount has no upper layer.
+func (c *Config) ReadOnly() bool { return c.Upper == "" }
+
+// ErrConfig marks an invalid configuration; the message names the problem.
+var ErrConfig = errors.New("invalid configuration")
+
+func configErr(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+}

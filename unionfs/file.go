@@ -1,0 +1,54 @@
+package unionfs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// fileOps is what an open file answers. It is spelled out rather than embedding
+// *fs.LoopbackFile so that the file does not offer FilePassthroughFder by accident: a
+// passthrough backing file is fixed per inode by the kernel, and one registered on a lower file
+// would survive a copy-up.
+type fileOps interface {
+	fs.FileReader
+	fs.FileWriter
+	fs.FileReleaser
+	fs.FileFlusher
+	fs.FileFsyncer
+	fs.FileLseeker
+	fs.FileAllocater
+	fs.FileGetlker
+	fs.FileSetlker
+	fs.FileSetlkwer
+}
+
+// file is an open file of the merged view, backed by a descriptor of one layer's object.
+type file struct {
+	fileOps
+}
+
+// openFlagsMask drops what FUSE hands us but must not reach the layer: the kernel keeps the
+// append position itself and sends explicit offsets, and the file exists already.
+const openFlagsMask = unix.O_APPEND | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | fuse.FMODE_EXEC
+
+func isWrite(flags uint32) bool {
+	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0
+}
+
+// Open opens the topmost object. Opening for write first copies a lower object up.
+func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if isWrite(flags) {
+		if errno := n.prepareWrite(ctx); errno != 0 {
+			return nil, 0, errno
+		}
+	}
+	fd, err := n.topLayer().open(n.path(), int(flags&^openFlagsMask), 0)
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	return &file{fs.NewLoopbackFile(fd).(fileOps)}, 0, 0
+}

@@ -1,0 +1,119 @@
+package unionfs
+
+import (
+	"log"
+	"os"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Server is a live layerfs mount.
+type Server struct {
+	*fuse.Server
+	u          *unionFS
+	mountpoint string
+}
+
+// Mount validates cfg, opens the layers and mounts the merged view on mountpoint. It returns
+// once the kernel serves the mount; Wait blocks until it is unmounted.
+func Mount(mountpoint string, cfg Config) (*Server, error) {
+	if err := cfg.Validate(mountpoint); err != nil {
+		return nil, err
+	}
+	mnt, err := checkDir("mountpoint", mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUnionFS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	root := &node{u: u, top: 0}
+	for i := range u.layers {
+		root.dirLayers = append(root.dirLayers, i)
+	}
+	rootIno, err := u.rootIno()
+	if err != nil {
+		u.close()
+		return nil, err
+	}
+
+	// Objects change only through this mount (lowers are read-only and the upper is ours, as
+	// with the kernel), so the kernel may cache what it is told for a while.
+	timeout := time.Second
+	opts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &timeout,
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: rootIno},
+		MountOptions: fuse.MountOptions{
+			FsName: fsName(cfg),
+			Name:   "layerfs",
+			// The kernel checks permissions against the attributes we report, as overlayfs
+			// checks them against the merged inode.
+			Options:          append([]string{"default_permissions"}, cfg.MountOptions...),
+			AllowOther:       os.Geteuid() == 0,
+			DirectMount:      os.Geteuid() == 0,
+			MaxWrite:         1 << 20,
+			EnableLocks:      true,
+			Debug:            cfg.Debug,
+			DirectMountFlags: directMountFlags(cfg),
+		},
+	}
+	if cfg.Debug && cfg.DebugLog != nil {
+		opts.MountOptions.Logger = log.New(cfg.DebugLog, "", log.Lmicroseconds)
+	}
+	srv, err := fs.Mount(mnt, root, opts)
+	if err != nil {
+		u.close()
+		return nil, err
+	}
+	return &Server{Server: srv, u: u, mountpoint: mnt}, nil
+}
+
+// Wait blocks until the mount is gone, then releases the layers.
+func (s *Server) Wait() {
+	s.Server.Wait()
+	s.u.close()
+}
+
+// Mountpoint is the absolute path the view is mounted on.
+func (s *Server) Mountpoint() string { return s.mountpoint }
+
+func fsName(cfg Config) string {
+	if cfg.FsName != "" {
+		return cfg.FsName
+	}
+	return "layerfs"
+}
+
+// directMountFlags are the mount(2) flags when mounting directly as root: none by default, as
+// for a kernel overlay mount, so set-uid programs and device nodes in an image work; read-only
+// without an upper layer so every write fails with EROFS in the kernel already.
+func directMountFlags(cfg Config) uintptr {
+	flags := uintptr(unix.MS_MGC_VAL)
+	if cfg.ReadOnly() {
+		flags |= unix.MS_RDONLY
+	}
+	return flags
+}
+
+// rootIno gives the merged root the number the lookup rules give any merged directory: its
+// topmost lower part's.
+func (u *unionFS) rootIno() (uint64, error) {
+	for _, l := range u.layers {
+		if l.upper {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(l.fd, &st); err != nil {
+			return 0, err
+		}
+		return u.inoOf(l, st.Ino), nil
+	}
+	return 1, nil
+}

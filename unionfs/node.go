@@ -1,0 +1,155 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// node is one merged path. Its place in the tree (name and parent) is kept by fs.Inode; what
+// it knows itself is where it resolves, which changes when it is copied up.
+type node struct {
+	fs.Inode
+	u *unionFS
+
+	mu sync.Mutex
+	// top is the layer index of the topmost object.
+	top int
+	// dirLayers lists, for a directory, the layers whose directories merge into it, topmost
+	// first (top included).
+	dirLayers []int
+}
+
+var (
+	_ fs.InodeEmbedder  = (*node)(nil)
+	_ fs.NodeLookuper   = (*node)(nil)
+	_ fs.NodeGetattrer  = (*node)(nil)
+	_ fs.NodeReaddirer  = (*node)(nil)
+	_ fs.NodeReadlinker = (*node)(nil)
+	_ fs.NodeOpener     = (*node)(nil)
+	_ fs.NodeStatfser   = (*node)(nil)
+)
+
+// path is the node's path relative to the mount root ("" for the root), which is also its
+// path inside every layer it comes from.
+func (n *node) path() string {
+	return n.Path(n.Root())
+}
+
+// where returns the node's top layer index and a copy of its directory layers.
+func (n *node) where() (int, []int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.top, append([]int(nil), n.dirLayers...)
+}
+
+func (n *node) setWhere(top int, dirLayers []int) {
+	n.mu.Lock()
+	n.top, n.dirLayers = top, dirLayers
+	n.mu.Unlock()
+}
+
+func (n *node) topLayer() *layer {
+	top, _ := n.where()
+	return n.u.layers[top]
+}
+
+// newChild makes (or finds, for a hard link or a name seen before) the inode for res.
+func (n *node) newChild(ctx context.Context, res *resolution, out *fuse.EntryOut) *fs.Inode {
+	child := &node{u: n.u, top: res.top, dirLayers: res.dirLayers}
+	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
+	if got, ok := ch.Operations().(*node); ok && got != child {
+		got.setWhere(res.top, res.dirLayers)
+	}
+	fillAttr(&out.Attr, &res.st, res.ino, len(res.dirLayers))
+	return ch
+}
+
+// fillAttr converts a layer's stat into merged attributes. A directory merged from several
+// layers reports one link, as the kernel does: counting subdirectories of a merge is not worth it.
+func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64, mergedLayers int) {
+	out.Ino = ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime = uint64(st.Atim.Sec)
+	out.Atimensec = uint32(st.Atim.Nsec)
+	out.Mtime = uint64(st.Mtim.Sec)
+	out.Mtimensec = uint32(st.Mtim.Nsec)
+	out.Ctime = uint64(st.Ctim.Sec)
+	out.Ctimensec = uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	if mergedLayers > 1 {
+		out.Nlink = 1
+	}
+	out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
+	out.Rdev = uint32(st.Rdev)
+	out.Blksize = uint32(st.Blksize)
+}
+
+// Lookup resolves name in this merged directory.
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(name) > 255 {
+		return nil, syscall.ENAMETOOLONG
+	}
+	if whiteout.IsMarkerName(name) {
+		return nil, syscall.ENOENT
+	}
+	_, layers := n.where()
+	dirs := n.u.newParentDirs(n.path(), layers)
+	defer dirs.release()
+	res, errno := n.u.resolve(dirs, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newChild(ctx, &res, out), 0
+}
+
+// Getattr stats the topmost object.
+func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	top, layers := n.where()
+	var st unix.Stat_t
+	if err := n.u.layers[top].stat(n.path(), &st); err != nil {
+		return toErrno(err)
+	}
+	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(layers))
+	return 0
+}
+
+// Readlink reads the symlink's target from its layer.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	dir, name := splitPath(n.path())
+	d, err := n.topLayer().openDir(dir)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer d.release()
+	buf := make([]byte, unix.PathMax)
+	sz, err := unix.Readlinkat(d.fd, name, buf)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return buf[:sz], 0
+}
+
+// Statfs reports the filesystem of the upper layer, or of the top lower on a read-only mount.
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var s unix.Statfs_t
+	if err := unix.Fstatfs(n.u.layers[0].fd, &s); err != nil {
+		return toErrno(err)
+	}
+	out.Blocks = s.Blocks
+	out.Bfree = s.Bfree
+	out.Bavail = s.Bavail
+	out.Files = s.Files
+	out.Ffree = s.Ffree
+	out.Bsize = uint32(s.Bsize)
+	out.NameLen = uint32(s.Namelen)
+	out.Frsize = uint32(s.Frsize)
+	return 0
+}

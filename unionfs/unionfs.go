@@ -1,0 +1,87 @@
+package unionfs
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// unionFS is the state shared by every node of one mount.
+type unionFS struct {
+	cfg Config
+	// layers are topmost first: the upper (if any) at 0, then the lowers in the order given.
+	layers   []*layer
+	hasUpper bool
+	// sameFS is set when every layer lives on one filesystem: real inode numbers are then
+	// unique across the stack and are shown unchanged, as the kernel does.
+	sameFS bool
+}
+
+func newUnionFS(cfg Config) (*unionFS, error) {
+	u := &unionFS{cfg: cfg}
+	paths := cfg.Lowers
+	if cfg.Upper != "" {
+		paths = append([]string{cfg.Upper}, cfg.Lowers...)
+		u.hasUpper = true
+	}
+	devs := map[uint64]uint64{}
+	for i, p := range paths {
+		l, err := openLayer(p)
+		if err != nil {
+			u.close()
+			return nil, err
+		}
+		l.index = i
+		l.upper = u.hasUpper && i == 0
+		idx, ok := devs[l.dev]
+		if !ok {
+			idx = uint64(len(devs))
+			devs[l.dev] = idx
+		}
+		l.fsIdx = idx
+		u.layers = append(u.layers, l)
+	}
+	u.sameFS = len(devs) == 1
+	return u, nil
+}
+
+func (u *unionFS) close() {
+	for _, l := range u.layers {
+		l.close()
+	}
+}
+
+// fsBits is how many high bits of st_ino name the filesystem an object comes from when the
+// layers span several filesystems (the kernel's "xino" scheme).
+const fsBits = 6
+
+// inoOf maps the real inode number of an object in layer l to its merged st_ino. The mapping
+// depends only on the layer's filesystem and the real number, so it is stable across remounts
+// of the same stack. A real number too wide for the remaining bits is folded, which can in
+// theory collide; ext4, xfs and btrfs numbers fit.
+func (u *unionFS) inoOf(l *layer, real uint64) uint64 {
+	if u.sameFS {
+		return real
+	}
+	const lowBits = 64 - fsBits
+	const mask = uint64(1)<<lowBits - 1
+	if real > mask {
+		real = (real ^ real>>lowBits) & mask
+	}
+	ino := l.fsIdx<<lowBits | real
+	if ino == ^uint64(0) { // reserved by go-fuse
+		ino--
+	}
+	return ino
+}
+
+// toErrno turns an error from the unix package into an errno for FUSE.
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e, ok := err.(unix.Errno); ok {
+		return syscall.Errno(e)
+	}
+	return syscall.EIO
+}

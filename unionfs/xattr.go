@@ -1,0 +1,86 @@
+package unionfs
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"syscall"
+
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// xattrPath names the node's topmost object for the path-based xattr calls (there is no
+// getxattrat): the magic link of its parent directory's descriptor, then its name. The caller
+// releases the returned directory.
+func (n *node) xattrPath() (string, dirFD, error) {
+	dir, name := splitPath(n.path())
+	d, err := n.topLayer().openDir(dir)
+	if err != nil {
+		return "", d, err
+	}
+	p := "/proc/self/fd/" + strconv.Itoa(d.fd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p, d, nil
+}
+
+// Getxattr reads an attribute of the topmost object; the overlay's private attributes do not
+// exist in the merged view.
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if whiteout.IsPrivateXattr(attr) {
+		return 0, syscall.ENODATA
+	}
+	p, d, err := n.xattrPath()
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	defer d.release()
+	sz, err := unix.Lgetxattr(p, attr, dest)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint32(sz), 0
+}
+
+// Listxattr lists the attributes of the topmost object without the private ones.
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	p, d, err := n.xattrPath()
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	defer d.release()
+	var buf []byte
+	for {
+		sz, err := unix.Llistxattr(p, nil)
+		if err != nil {
+			return 0, toErrno(err)
+		}
+		buf = make([]byte, sz)
+		sz, err = unix.Llistxattr(p, buf)
+		if err == unix.ERANGE {
+			continue // grew in between
+		}
+		if err != nil {
+			return 0, toErrno(err)
+		}
+		buf = buf[:sz]
+		break
+	}
+	var out []byte
+	for _, name := range bytes.Split(buf, []byte{0}) {
+		if len(name) == 0 || whiteout.IsPrivateXattr(string(name)) {
+			continue
+		}
+		out = append(out, name...)
+		out = append(out, 0)
+	}
+	if len(dest) == 0 {
+		return uint32(len(out)), 0
+	}
+	if len(out) > len(dest) {
+		return uint32(len(out)), syscall.ERANGE
+	}
+	return uint32(copy(dest, out)), 0
+}
