@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestVersionAndHelp(t *testing.T) {
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "layerfs version ") {
+		t.Errorf("--version: %q %v", out, err)
+	}
+	out, err = exec.Command(bin, "--help").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Examples:") || !strings.Contains(string(out), "lowerdir=") {
+		t.Errorf("--help: %q %v", out, err)
+	}
+}
+
+// TestBadInput: each malformed invocation gives one line naming the problem, a non-zero exit,
+// and no mount.
+func TestBadInput(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	for _, d := range []string{"l1", "l2", "u", "w", "mnt", "l1/inner", "u/w"} {
+		mkdir(t, root, d)
+	}
+	file := filepath.Join(root, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := func(p string) string { return filepath.Join(root, p) }
+	mnt := r("mnt")
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no lowerdir", []string{"-o", "upperdir=" + r("u") + ",workdir=" + r("w"), mnt}, "no lower layer"},
+		{"missing lower", []string{"-o", "lowerdir=" + r("nope"), mnt}, "does not exist"},
+		{"lower is a file", []string{"-o", "lowerdir=" + file, mnt}, "not a directory"},
+		{"missing upper", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("nope") + ",workdir=" + r("w"), mnt}, "does not exist"},
+		{"upper without work", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u"), mnt}, "needs a workdir"},
+		{"missing work", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u") + ",workdir=" + r("nope"), mnt}, "does not exist"},
+		{"work inside upper", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u") + ",workdir=" + r("u/w"), mnt}, "separate"},
+		{"work not on upper fs", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u") + ",workdir=/dev/shm", mnt}, "same filesystem"},
+		{"mountpoint is a layer", []string{"-o", "lowerdir=" + r("l1"), r("l1")}, "mountpoint"},
+		{"mountpoint inside a layer", []string{"-o", "lowerdir=" + r("l1"), r("l1/inner")}, "mountpoint"},
+		{"layer inside another", []string{"-o", "lowerdir=" + r("l1") + ":" + r("l1/inner"), mnt}, "overlap"},
+		{"layer twice", []string{"-o", "lowerdir=" + r("l1") + ":" + r("l1"), mnt}, "twice"},
+		{"empty lowerdir", []string{"-o", "lowerdir=", mnt}, "empty value"},
+		{"empty upperdir", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=,workdir=" + r("w"), mnt}, "empty value"},
+		{"empty layer in list", []string{"-o", "lowerdir=" + r("l1") + "::" + r("l2"), mnt}, "empty layer"},
+		{"no mountpoint", []string{"-o", "lowerdir=" + r("l1")}, "no mountpoint"},
+		{"missing mountpoint", []string{"-o", "lowerdir=" + r("l1"), r("nope")}, "does not exist"},
+		{"mountpoint is a file", []string{"-o", "lowerdir=" + r("l1"), file}, "not a directory"},
+		{"unknown flag", []string{"--frobnicate", mnt}, "unknown flag"},
+		{"id mapping", []string{"-o", "lowerdir=" + r("l1") + ",uidmapping=0:1000:1", mnt}, "not supported"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, c.args...)
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if err == nil {
+				unmountFuse(t, mnt)
+				t.Fatalf("exit 0, want an error")
+			}
+			msg := strings.TrimRight(stderr.String(), "\n")
+			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "layerfs: ") || !strings.Contains(msg, c.want) {
+				t.Errorf("stderr %q: want one line mentioning %q", msg, c.want)
+			}
+			for _, m := range []string{mnt, r("l1"), r("l1/inner")} {
+				if typ := mountType(t, m); typ != "" {
+					unmountFuse(t, m)
+					t.Errorf("%s is mounted (%s) after a failed invocation", m, typ)
+				}
+			}
+		})
+	}
+}
+
+// TestLongFlagsRelativePathsAndSloppyOptions: the friendly long flags, relative paths, and the
+// option strings container engines write (empty elements, unknown options) all mount.
+func TestLongFlagsRelativePathsAndSloppyOptions(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	for _, d := range []string{"l1", "l2", "u", "w", "m1", "m2"} {
+		mkdir(t, root, d)
+	}
+	builder{t, root + "/l2"}.file("f", "from l2", 0o644)
+	builder{t, root + "/l1"}.file("f", "from l1", 0o644)
+
+	cmd := exec.Command(bin, "--lower", "l1", "--lower", "l2", "--upper", "u", "--work", "w", "m1")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("long flags: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { unmountFuse(t, root+"/m1") })
+	if data, err := os.ReadFile(root + "/m1/f"); err != nil || string(data) != "from l1" {
+		t.Errorf("m1/f: %q %v, want the top lower's", data, err)
+	}
+
+	cmd = exec.Command(bin, "-o", "lowerdir="+root+"/l2,,upperdir="+root+"/u2,frobnicate,", root+"/m2")
+	mkdir(t, root, "u2")
+	mkdir(t, root, "w2")
+	cmd.Args = []string{bin, "-o", "lowerdir=" + root + "/l2,,upperdir=" + root + "/u2,frobnicate,,workdir=" + root + "/w2,", root + "/m2"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sloppy options: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { unmountFuse(t, root+"/m2") })
+	if !strings.Contains(string(out), `unknown option "frobnicate"`) {
+		t.Errorf("no warning for an unknown option: %q", out)
+	}
+	if data, err := os.ReadFile(root + "/m2/f"); err != nil || string(data) != "from l2" {
+		t.Errorf("m2/f: %q %v", data, err)
+	}
+}
+
+// TestDaemonExitsOnUmount: the background server exits by itself when the mount is taken away
+// with umount, not only with fusermount3.
+func TestDaemonExitsOnUmount(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	lower, mnt := mkdir(t, root, "l"), mkdir(t, root, "m")
+	mountLayerfs(t, stack{Lowers: []string{lower}}, mnt)
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("found %d server processes for %s, want 1", len(pids), mnt)
+	}
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, pids[0])
+}
+
+// TestForegroundSignal: with -f, SIGTERM unmounts and the program exits 0.
+func TestForegroundSignal(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	lower, mnt := mkdir(t, root, "l"), mkdir(t, root, "m")
+	cmd := exec.Command(bin, "-f", "--lower", lower, mnt)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		unmountFuse(t, mnt)
+	})
+	waitMounted(t, mnt, done)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after SIGTERM")
+	}
+	if typ := mountType(t, mnt); typ != "" {
+		t.Errorf("still mounted (%s) after SIGTERM", typ)
+	}
+}
+
+// waitMounted waits until mountinfo lists a FUSE mount on mnt, failing early when the process
+// behind done exits first.
+func waitMounted(t testing.TB, mnt string, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.HasPrefix(mountType(t, mnt), "fuse") {
+		select {
+		case err := <-done:
+			t.Fatalf("exited before mounting: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not mounted after 10s", mnt)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitGone(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("server %d still running 10s after unmount", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

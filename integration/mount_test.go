@@ -1,0 +1,165 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// stack names the directories of one layer stack.
+type stack struct {
+	Lowers []string // topmost first
+	Upper  string
+	Work   string
+}
+
+func (s stack) options() string {
+	o := "lowerdir=" + strings.Join(s.Lowers, ":")
+	if s.Upper != "" {
+		o += ",upperdir=" + s.Upper + ",workdir=" + s.Work
+	}
+	return o
+}
+
+// mountType returns the filesystem type mounted at mnt ("" when nothing is), read from
+// /proc/self/mountinfo.
+func mountType(t testing.TB, mnt string) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		// id parent major:minor root mountpoint options [optional…] - type source superopts
+		if len(f) < 10 || unescapeMountinfo(f[4]) != mnt {
+			continue
+		}
+		for i := 6; i < len(f)-1; i++ {
+			if f[i] == "-" {
+				typ = f[i+1] // the last mount on mnt is the visible one
+				break
+			}
+		}
+	}
+	return typ
+}
+
+func unescapeMountinfo(s string) string {
+	r := strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`)
+	return r.Replace(s)
+}
+
+// mountLayerfs mounts st on mnt with the program under test, called the way container engines
+// call a mount program, and unmounts it when the test ends. It fails t unless the program
+// returned 0 with the mount already live.
+func mountLayerfs(t testing.TB, st stack, mnt string, extra ...string) {
+	t.Helper()
+	args := append([]string{"-o", st.options()}, extra...)
+	args = append(args, mnt)
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %q: %v\n%s", bin, args, err, out)
+	}
+	t.Cleanup(func() { unmountFuse(t, mnt) })
+	if typ := mountType(t, mnt); !strings.HasPrefix(typ, "fuse") {
+		t.Fatalf("%s returned but %s is not a FUSE mount (type %q)", bin, mnt, typ)
+	}
+}
+
+// unmountFuse unmounts a FUSE mount and waits until its server process is gone, so no daemon
+// outlives the test.
+func unmountFuse(t testing.TB, mnt string) {
+	t.Helper()
+	if mountType(t, mnt) == "" {
+		return
+	}
+	pids := serverPids(mnt)
+	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+		t.Logf("fusermount3 -u %s: %v %s; detaching", mnt, err, out)
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for processAlive(pid) {
+			if time.Now().After(deadline) {
+				t.Errorf("layerfs server %d for %s still running after unmount; killing it", pid, mnt)
+				unix.Kill(pid, unix.SIGKILL)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// serverPids finds the processes serving mnt: layerfs servers name their mountpoint last on
+// the command line.
+func serverPids(mnt string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) > 1 && args[len(args)-1] == mnt && filepath.Base(args[0]) == filepath.Base(bin) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// processAlive reports whether pid runs (a zombie counts as gone).
+func processAlive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(data, ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] != 'Z'
+}
+
+// mountKernel mounts st with the kernel's overlayfs (extra options appended) and unmounts it
+// when the test ends.
+func mountKernel(t testing.TB, st stack, mnt string, extra ...string) {
+	t.Helper()
+	opts := st.options()
+	if len(extra) > 0 {
+		opts += "," + strings.Join(extra, ",")
+	}
+	if err := unix.Mount("overlay", mnt, "overlay", 0, opts); err != nil {
+		t.Fatalf("mount -t overlay -o %s %s: %v", opts, mnt, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, 0); err != nil {
+			t.Errorf("umount %s: %v; detaching", mnt, err)
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+}
+
+// copyTree copies src to dst with all metadata (xattrs, owners, hard links, devices).
+func copyTree(t testing.TB, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a %s %s: %v\n%s", src, dst, err, out)
+	}
+}

@@ -1,0 +1,271 @@
+package integration
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// entry is what a user can observe of one name in a mounted tree.
+type entry struct {
+	Type   string // reg, dir, lnk, fifo, sock, chr, blk
+	Mode   uint32 // permission bits with setuid/setgid/sticky
+	Uid    uint32
+	Gid    uint32
+	Size   int64 // regular files and symlinks
+	Data   string
+	Target string
+	Xattrs string // sorted user.* name=value pairs
+	Mtime  int64  // nanoseconds
+	Nlink  uint64
+	Rdev   uint64
+	ino    uint64 // compared as "which names share an inode", not as a number
+}
+
+// tree is a snapshot: relative path -> entry, plus checks made while walking.
+type tree map[string]entry
+
+// snapshot walks root with getdents and lstat, recording every name. With strict set it fails
+// t when a directory listing and lstat disagree: d_ino must equal st_ino, and d_type the file
+// type. The kernel's overlayfs is not strict: in a merged upper directory that it has not yet
+// marked impure, readdir answers the upper's own d_ino while stat answers the origin's.
+func snapshot(t testing.TB, root string, strict bool) tree {
+	t.Helper()
+	tr := tree{}
+	var walk func(rel string)
+	walk = func(rel string) {
+		dir := filepath.Join(root, rel)
+		ents, err := readDirents(dir)
+		if err != nil {
+			t.Fatalf("readdir %s: %v", dir, err)
+		}
+		for _, d := range ents {
+			if d.name == "." || d.name == ".." {
+				continue
+			}
+			p := filepath.Join(rel, d.name)
+			e := lstatEntry(t, filepath.Join(root, p))
+			if strict && d.ino != e.ino {
+				t.Errorf("%s: d_ino %d from readdir but st_ino %d from lstat", filepath.Join(root, p), d.ino, e.ino)
+			}
+			if dt := dtypeName(d.typ); dt != e.Type {
+				t.Errorf("%s: d_type %s from readdir but %s from lstat", filepath.Join(root, p), dt, e.Type)
+			}
+			tr[p] = e
+			if e.Type == "dir" {
+				walk(p)
+			}
+		}
+	}
+	walk("")
+	return tr
+}
+
+func lstatEntry(t testing.TB, p string) entry {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		t.Fatalf("lstat %s: %v", p, err)
+	}
+	e := entry{
+		Type:  typeName(st.Mode),
+		Mode:  st.Mode & 07777,
+		Uid:   st.Uid,
+		Gid:   st.Gid,
+		Mtime: st.Mtim.Nano(),
+		Nlink: uint64(st.Nlink),
+		ino:   st.Ino,
+	}
+	switch e.Type {
+	case "reg":
+		e.Size = st.Size
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		sum := sha256.Sum256(data)
+		e.Data = hex.EncodeToString(sum[:8])
+	case "lnk":
+		e.Size = st.Size
+		target, err := os.Readlink(p)
+		if err != nil {
+			t.Fatalf("readlink %s: %v", p, err)
+		}
+		e.Target = target
+	case "chr", "blk":
+		e.Rdev = st.Rdev
+	}
+	e.Xattrs = userXattrs(t, p)
+	return e
+}
+
+func userXattrs(t testing.TB, p string) string {
+	t.Helper()
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz == 0 {
+		return ""
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		t.Fatalf("listxattr %s: %v", p, err)
+	}
+	var pairs []string
+	for _, name := range strings.Split(string(buf[:sz]), "\x00") {
+		if !strings.HasPrefix(name, "user.") {
+			continue
+		}
+		val := make([]byte, 4096)
+		n, err := unix.Lgetxattr(p, name, val)
+		if err != nil {
+			t.Fatalf("getxattr %s %s: %v", p, name, err)
+		}
+		pairs = append(pairs, name+"="+string(val[:n]))
+	}
+	sort.Strings(pairs)
+	return strings.Join(pairs, ";")
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "reg"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "lnk"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "sock"
+	case unix.S_IFCHR:
+		return "chr"
+	case unix.S_IFBLK:
+		return "blk"
+	}
+	return fmt.Sprintf("mode%o", mode&unix.S_IFMT)
+}
+
+func dtypeName(t uint8) string {
+	switch t {
+	case unix.DT_REG:
+		return "reg"
+	case unix.DT_DIR:
+		return "dir"
+	case unix.DT_LNK:
+		return "lnk"
+	case unix.DT_FIFO:
+		return "fifo"
+	case unix.DT_SOCK:
+		return "sock"
+	case unix.DT_CHR:
+		return "chr"
+	case unix.DT_BLK:
+		return "blk"
+	}
+	return fmt.Sprintf("dtype%d", t)
+}
+
+type dirent struct {
+	name string
+	ino  uint64
+	typ  uint8
+}
+
+// readDirents lists a directory with getdents64, keeping d_ino and d_type, which os.ReadDir
+// does not show.
+func readDirents(dir string) ([]dirent, error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []dirent
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+		for off := 0; off < n; {
+			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
+			nameBytes := (*[256]byte)(unsafe.Pointer(&d.Name[0]))
+			l := 0
+			for l < len(nameBytes) && nameBytes[l] != 0 {
+				l++
+			}
+			out = append(out, dirent{name: string(nameBytes[:l]), ino: d.Ino, typ: d.Type})
+			off += int(d.Reclen)
+		}
+	}
+}
+
+// inodeGroups lists, for every inode shared by more than one name, the sorted names sharing it.
+func (tr tree) inodeGroups() []string {
+	byIno := map[uint64][]string{}
+	for p, e := range tr {
+		byIno[e.ino] = append(byIno[e.ino], p)
+	}
+	var groups []string
+	for _, names := range byIno {
+		if len(names) > 1 {
+			sort.Strings(names)
+			groups = append(groups, strings.Join(names, " = "))
+		}
+	}
+	sort.Strings(groups)
+	return groups
+}
+
+// compareTrees reports every difference between want (the kernel's view) and got.
+func compareTrees(t testing.TB, want, got tree) {
+	t.Helper()
+	var paths []string
+	for p := range want {
+		paths = append(paths, p)
+	}
+	for p := range got {
+		if _, ok := want[p]; !ok {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	diffs := 0
+	for _, p := range paths {
+		w, inW := want[p]
+		g, inG := got[p]
+		switch {
+		case !inW:
+			t.Errorf("%s: shown by layerfs (%+v) but not by the kernel", p, g)
+		case !inG:
+			t.Errorf("%s: shown by the kernel (%+v) but not by layerfs", p, w)
+		case w != g && !equalButIno(w, g):
+			t.Errorf("%s differs:\n kernel  %+v\n layerfs %+v", p, w, g)
+		default:
+			continue
+		}
+		if diffs++; diffs > 30 {
+			t.Fatalf("too many differences")
+		}
+	}
+	wg, gg := want.inodeGroups(), got.inodeGroups()
+	if strings.Join(wg, "\n") != strings.Join(gg, "\n") {
+		t.Errorf("names sharing an inode differ:\n kernel  %q\n layerfs %q", wg, gg)
+	}
+}
+
+func equalButIno(a, b entry) bool {
+	a.ino, b.ino = 0, 0
+	return a == b
+}
