@@ -3,9 +3,168 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/layerfs/layerfs/unionfs"
+	"golang.org/x/sys/unix"
 )
 
+// demo replays the seed walkthrough of overlay semantics on a throw-away stack: one lower
+// (f1 f2 f3), one upper (f3 f4), and the merged view, printing each command, what the merged
+// view and the upper folder then show, and why.
+type demo struct {
+	out                           io.Writer
+	root, lower, upper, work, mnt string
+}
+
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "layerfs demo: not written yet")
-	return 1
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "layerfs: demo takes no arguments, got %q\n", args)
+		return 2
+	}
+	root, err := os.MkdirTemp("", "layerfs-demo-")
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: demo: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(root)
+	d := &demo{out: stdout, root: root,
+		lower: filepath.Join(root, "lower"), upper: filepath.Join(root, "upper"),
+		work: filepath.Join(root, "work"), mnt: filepath.Join(root, "merged")}
+	if err := d.setup(); err != nil {
+		fmt.Fprintf(stderr, "layerfs: demo: %v\n", err)
+		return 1
+	}
+	srv, err := unionfs.Mount(d.mnt, unionfs.Config{Lowers: []string{d.lower}, Upper: d.upper, Work: d.work})
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: demo: mount: %s\n", errMessage(err))
+		return 1
+	}
+	defer func() {
+		if err := srv.Unmount(); err != nil {
+			unix.Unmount(d.mnt, unix.MNT_DETACH)
+		}
+		srv.Wait()
+	}()
+	if err := d.walk(); err != nil {
+		fmt.Fprintf(stderr, "layerfs: demo: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func (d *demo) setup() error {
+	for _, dir := range []string{d.lower, d.upper, d.work, d.mnt} {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	files := map[string]string{
+		"lower/f1": "f1 from lower\n", "lower/f2": "f2 from lower\n", "lower/f3": "f3 from lower\n",
+		"upper/f3": "f3 from upper\n", "upper/f4": "f4 from upper\n",
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(d.root, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
+
+// step prints one command of the walkthrough, runs it, and shows both views.
+func (d *demo) step(n int, command, why string, act func() (string, error)) error {
+	d.say("── step %d ─────────────────────────────────────────────", n)
+	d.say("$ %s", command)
+	output, err := act()
+	if err != nil {
+		return fmt.Errorf("%s: %w", command, err)
+	}
+	if output != "" {
+		fmt.Fprint(d.out, indent(output))
+	}
+	merged, err := listing(d.mnt)
+	if err != nil {
+		return err
+	}
+	upper, err := listing(d.upper)
+	if err != nil {
+		return err
+	}
+	d.say("  merged/ now shows: %s", merged)
+	d.say("  upper/  now holds: %s", upper)
+	d.say("  why: %s", why)
+	d.say("")
+	return nil
+}
+
+func (d *demo) walk() error {
+	d.say("layerfs demo: how an overlay filesystem merges layers")
+	d.say("")
+	d.say("In %s:", d.root)
+	d.say("  lower/   f1 f2 f3   read-only layer (think: a container image)")
+	d.say("  upper/   f3 f4      writable layer (think: the container's changes)")
+	d.say("  merged/             the mount: what programs see")
+	d.say("")
+	d.say("$ layerfs -o lowerdir=lower,upperdir=upper,workdir=work merged")
+	d.say("")
+	steps := []struct {
+		cmd, why string
+		act      func() (string, error)
+	}{
+		{"ls merged", "the merged view is the union of the names in both layers.",
+			func() (string, error) { return listing(d.mnt) }},
+		{"cat merged/f3", "f3 is in both layers; the upper layer wins, its copy hides the lower one.",
+			func() (string, error) { return readFile(filepath.Join(d.mnt, "f3")) }},
+		{"cat merged/f1", "f1 is only in the lower layer, so the merged view reads it from there.",
+			func() (string, error) { return readFile(filepath.Join(d.mnt, "f1")) }},
+	}
+	for i, s := range steps {
+		if err := d.step(i+1, s.cmd, s.why, s.act); err != nil {
+			return err
+		}
+	}
+	d.say("The write steps of the walkthrough (add f5, delete f2, append to f1) come with the")
+	d.say("write path, which this build does not have yet.")
+	d.say("")
+	d.say("$ fusermount3 -u merged    (the demo unmounts and removes %s)", d.root)
+	return nil
+}
+
+func readFile(p string) (string, error) {
+	data, err := os.ReadFile(p)
+	return string(data), err
+}
+
+// listing names a directory's entries like ls does, marking whiteouts so they stand out.
+func listing(dir string) (string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	for _, e := range ents {
+		name := e.Name()
+		if e.Type()&os.ModeCharDevice != 0 {
+			var st unix.Stat_t
+			if unix.Lstat(filepath.Join(dir, name), &st) == nil && st.Rdev == 0 {
+				name += " (character device 0/0: a whiteout)"
+			}
+		}
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return "(empty)", nil
+	}
+	return strings.Join(names, "  "), nil
+}
+
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ") + "\n"
 }

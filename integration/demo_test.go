@@ -1,0 +1,46 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestDemo runs "layerfs demo" and checks that it tells the walkthrough and leaves nothing
+// behind: no mount and no temporary folder.
+func TestDemo(t *testing.T) {
+	needMounts(t)
+	tmp := t.TempDir()
+	cmd := exec.Command(bin, "demo")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("layerfs demo: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"$ ls merged", "f1  f2  f3  f4",
+		"$ cat merged/f3", "f3 from upper",
+		"why:",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, text)
+		}
+	}
+	m := regexp.MustCompile(`In (\S+):`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("demo does not name its folder:\n%s", text)
+	}
+	if filepath.Dir(m[1]) != tmp {
+		t.Errorf("demo folder %s is not in TMPDIR %s", m[1], tmp)
+	}
+	if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+		t.Errorf("demo left %s behind (%v)", m[1], err)
+	}
+	if typ := mountType(t, filepath.Join(m[1], "merged")); typ != "" {
+		t.Errorf("demo left a %s mount behind", typ)
+	}
+}
