@@ -29,6 +29,11 @@ type fileOps interface {
 // file is an open file of the merged view, backed by a descriptor of one layer's object.
 type file struct {
 	fileOps
+	fd int
+}
+
+func newFile(fd int) *file {
+	return &file{fileOps: fs.NewLoopbackFile(fd).(fileOps), fd: fd}
 }
 
 // openFlagsMask drops what FUSE hands us but must not reach the layer: the kernel keeps the
@@ -39,10 +44,16 @@ func isWrite(flags uint32) bool {
 	return flags&(unix.O_WRONLY|unix.O_RDWR|unix.O_TRUNC) != 0
 }
 
-// Open opens the topmost object. Opening for write first copies a lower object up.
+var (
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeCopyFileRanger = (*node)(nil)
+)
+
+// Open opens the topmost object. Opening for write first copies a lower object up (without
+// its data when O_TRUNC will drop it anyway).
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if isWrite(flags) {
-		if errno := n.prepareWrite(ctx); errno != 0 {
+		if errno := n.copyUp(ctx, flags&unix.O_TRUNC == 0); errno != 0 {
 			return nil, 0, errno
 		}
 	}
@@ -50,5 +61,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return &file{fs.NewLoopbackFile(fd).(fileOps)}, 0, 0
+	return newFile(fd), 0, 0
+}
+
+// CopyFileRange copies between two open files of the mount in the kernel.
+func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	in, ok1 := fhIn.(*file)
+	o, ok2 := fhOut.(*file)
+	if !ok1 || !ok2 {
+		return 0, syscall.EBADF
+	}
+	ri, ro := int64(offIn), int64(offOut)
+	c, err := unix.CopyFileRange(in.fd, &ri, o.fd, &ro, int(length), int(flags))
+	return uint32(c), toErrno(err)
 }

@@ -18,7 +18,8 @@ type Server struct {
 }
 
 // Mount validates cfg, opens the layers and mounts the merged view on mountpoint. It returns
-// once the kernel serves the mount; Wait blocks until it is unmounted.
+// once the kernel serves the mount; Wait blocks until it is unmounted. It sets the process
+// umask to 0: the modes the kernel sends are final.
 func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if err := cfg.Validate(mountpoint); err != nil {
 		return nil, err
@@ -27,6 +28,8 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The kernel applies the caller's umask before it sends a mode; ours must not apply again.
+	unix.Umask(0)
 	u, err := newUnionFS(cfg)
 	if err != nil {
 		return nil, err

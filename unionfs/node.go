@@ -17,6 +17,9 @@ type node struct {
 	fs.Inode
 	u *unionFS
 
+	// copyMu serialises copy-ups of this node.
+	copyMu sync.Mutex
+
 	mu sync.Mutex
 	// top is the layer index of the topmost object.
 	top int
@@ -115,7 +118,14 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	top, layers := n.where()
 	var st unix.Stat_t
 	if err := n.u.layers[top].stat(n.path(), &st); err != nil {
-		return toErrno(err)
+		// An unlinked file that is still open has no path; its descriptor still answers.
+		fh, ok := f.(*file)
+		if !ok || !missing(err) {
+			return toErrno(err)
+		}
+		if err := unix.Fstat(fh.fd, &st); err != nil {
+			return toErrno(err)
+		}
 	}
 	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(layers))
 	return 0

@@ -11,16 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Readdir lists the merged directory. The candidates are every name in every contributing
-// layer directory; each is then resolved exactly as Lookup resolves it, so a listing never
-// shows a name that lookup hides (or the other way round), and d_ino equals st_ino.
-func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	path := n.path()
-	_, layers := n.where()
+// mergedEntries lists the merged directory at path whose layer directories are layers. The
+// candidates are every name in every contributing layer directory; each is then resolved
+// exactly as Lookup resolves it, so a listing never shows a name that lookup hides (or the
+// other way round), and d_ino equals st_ino. With limit > 0 it stops after that many entries.
+func (u *unionFS) mergedEntries(path string, layers []int, limit int) ([]fuse.DirEntry, syscall.Errno) {
 	var candidates []string
 	seen := map[string]bool{}
 	for _, li := range layers {
-		names, err := n.u.layers[li].readNames(path)
+		names, err := u.layers[li].readNames(path)
 		if err != nil {
 			if missing(err) {
 				continue
@@ -35,21 +34,11 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			candidates = append(candidates, name)
 		}
 	}
-
-	self := n.StableAttr().Ino
-	parentIno := self
-	if _, p := n.Parent(); p != nil {
-		parentIno = p.StableAttr().Ino
-	}
-	entries := make([]fuse.DirEntry, 0, len(candidates)+2)
-	entries = append(entries,
-		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
-		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
-
-	dirs := n.u.newParentDirs(path, layers)
+	dirs := u.newParentDirs(path, layers)
 	defer dirs.release()
+	var entries []fuse.DirEntry
 	for _, name := range candidates {
-		res, errno := n.u.resolve(dirs, name)
+		res, errno := u.resolve(dirs, name)
 		if errno == syscall.ENOENT {
 			continue
 		}
@@ -57,8 +46,30 @@ func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 			return nil, errno
 		}
 		entries = append(entries, fuse.DirEntry{Name: name, Mode: res.st.Mode & unix.S_IFMT, Ino: res.ino})
+		if limit > 0 && len(entries) >= limit {
+			break
+		}
 	}
-	return fs.NewListDirStream(entries), 0
+	return entries, 0
+}
+
+// Readdir lists the merged directory, with "." and "..".
+func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	_, layers := n.where()
+	list, errno := n.u.mergedEntries(n.path(), layers, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	self := n.StableAttr().Ino
+	parentIno := self
+	if _, p := n.Parent(); p != nil {
+		parentIno = p.StableAttr().Ino
+	}
+	entries := make([]fuse.DirEntry, 0, len(list)+2)
+	entries = append(entries,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
+	return fs.NewListDirStream(append(entries, list...)), 0
 }
 
 // readNames lists directory rel of the layer, without "." and "..".

@@ -108,6 +108,11 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 			res.top, res.st = li, st
 			res.ino = u.inoOf(l, st.Ino)
 			if !isDir {
+				if l.upper {
+					if ino, ok := u.readOrigin(fd, name); ok {
+						res.ino = ino
+					}
+				}
 				return res, 0
 			}
 			res.dirLayers = []int{li}

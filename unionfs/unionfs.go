@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"errors"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,10 +16,12 @@ type unionFS struct {
 	// sameFS is set when every layer lives on one filesystem: real inode numbers are then
 	// unique across the stack and are shown unchanged, as the kernel does.
 	sameFS bool
+	// workFd is workdir/work, where objects are built before they appear in the upper.
+	workFd int
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg}
+	u := &unionFS{cfg: cfg, workFd: -1}
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
 		paths = append([]string{cfg.Upper}, cfg.Lowers...)
@@ -42,12 +45,24 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 		u.layers = append(u.layers, l)
 	}
 	u.sameFS = len(devs) == 1
+	if u.hasUpper {
+		fd, err := openWork(cfg.Work)
+		if err != nil {
+			u.close()
+			return nil, err
+		}
+		u.workFd = fd
+	}
 	return u, nil
 }
 
 func (u *unionFS) close() {
 	for _, l := range u.layers {
 		l.close()
+	}
+	if u.workFd >= 0 {
+		unix.Close(u.workFd)
+		u.workFd = -1
 	}
 }
 
@@ -80,7 +95,8 @@ func toErrno(err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	if e, ok := err.(unix.Errno); ok {
+	var e unix.Errno
+	if errors.As(err, &e) {
 		return syscall.Errno(e)
 	}
 	return syscall.EIO

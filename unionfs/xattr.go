@@ -84,3 +84,42 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	return uint32(copy(dest, out)), 0
 }
+
+// Setxattr sets an attribute on the object, copied up first. The overlay's private attributes
+// cannot be set through the mount (EPERM): a user must not forge markers.
+func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if whiteout.IsPrivateXattr(attr) {
+		return syscall.EPERM
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	p, d, err := n.xattrPath()
+	if err != nil {
+		return toErrno(err)
+	}
+	defer d.release()
+	return toErrno(unix.Lsetxattr(p, attr, data, int(flags)))
+}
+
+// Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
+// without copying it up, as in the kernel.
+func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if whiteout.IsPrivateXattr(attr) {
+		return syscall.EPERM
+	}
+	if !n.topLayer().upper {
+		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
+			return errno
+		}
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	p, d, err := n.xattrPath()
+	if err != nil {
+		return toErrno(err)
+	}
+	defer d.release()
+	return toErrno(unix.Lremovexattr(p, attr))
+}

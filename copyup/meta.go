@@ -1,0 +1,153 @@
+package copyup
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// procPath names entry name of directory dirfd for the path-based xattr calls (Linux has no
+// *xattrat calls, and O_PATH descriptors refuse f*xattr).
+func procPath(dirfd int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+}
+
+// copyXattrs copies src's extended attributes to tmp in w, less the skipped ones, then adds
+// opt.ExtraXattrs. Attributes the destination cannot take (security labels the caller may not
+// set, a filesystem without xattrs) are left out, as the kernel's copy-up does.
+func copyXattrs(src Source, w int, tmp string, opt Options) error {
+	from := procPath(src.DirFd, src.Name)
+	to := procPath(w, tmp)
+	names, err := ListXattrs(from)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if opt.SkipXattr != nil && opt.SkipXattr(name) {
+			continue
+		}
+		val, err := getXattr(from, name)
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed in between
+		}
+		if err != nil {
+			return err
+		}
+		if err := unix.Lsetxattr(to, name, val, 0); err != nil {
+			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
+				continue
+			}
+			return err
+		}
+	}
+	for name, val := range opt.ExtraXattrs {
+		if err := unix.Lsetxattr(to, name, val, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ListXattrs lists the attribute names of path (not following a final symlink).
+func ListXattrs(path string) ([]string, error) {
+	for {
+		sz, err := unix.Llistxattr(path, nil)
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil || sz == 0 {
+			return nil, err
+		}
+		buf := make([]byte, sz)
+		sz, err = unix.Llistxattr(path, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, n := range bytes.Split(buf[:sz], []byte{0}) {
+			if len(n) > 0 {
+				names = append(names, string(n))
+			}
+		}
+		return names, nil
+	}
+}
+
+func getXattr(path, name string) ([]byte, error) {
+	for {
+		sz, err := unix.Lgetxattr(path, name, nil)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, sz)
+		sz, err = unix.Lgetxattr(path, name, buf)
+		if errors.Is(err, unix.ERANGE) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:sz], nil
+	}
+}
+
+// SetMeta gives entry name of directory dirfd the owner, mode and times of st, in that order:
+// chown clears set-id bits, and every change moves ctime but not mtime. With sync, the object is
+// flushed to disk.
+func SetMeta(dirfd int, name string, st *unix.Stat_t, sync bool) error {
+	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := unix.Fchmodat(dirfd, name, st.Mode&07777, 0); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if sync && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Fsync(fd)
+	}
+	return nil
+}
+
+// RemoveAll removes entry name of directory dirfd and, for a directory, everything below it,
+// without following symlinks.
+func RemoveAll(dirfd int, name string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	names, err := ReadDirNames(fd)
+	if err == nil {
+		for _, n := range names {
+			if err2 := RemoveAll(fd, n); err2 != nil && err == nil {
+				err = err2
+			}
+		}
+	}
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+}

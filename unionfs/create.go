@@ -1,0 +1,306 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ fs.NodeCreater   = (*node)(nil)
+	_ fs.NodeMkdirer   = (*node)(nil)
+	_ fs.NodeMknoder   = (*node)(nil)
+	_ fs.NodeSymlinker = (*node)(nil)
+	_ fs.NodeLinker    = (*node)(nil)
+)
+
+// slot is the place in the upper where a new entry of a merged directory goes.
+type slot struct {
+	dir   dirFD       // the directory, copied up
+	dirSt unix.Stat_t // its stat before the change
+	name  string
+	// whiteout is set when a whiteout sits at name (the name was deleted from a lower
+	// layer): the new object replaces it, and a new directory there must be opaque.
+	whiteout bool
+	aufs     bool // the whiteout is a ".wh.<name>" file
+}
+
+// checkName refuses names the merged view cannot hold.
+func checkName(name string) syscall.Errno {
+	if len(name) > 255 {
+		return syscall.ENAMETOOLONG
+	}
+	if whiteout.IsMarkerName(name) {
+		// ".wh.*" names are markers in layers; an object of that name would act as one.
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+// prepareSlot copies the directory up and finds out what sits at name in its upper part.
+// The caller releases s.dir.
+func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno syscall.Errno) {
+	if errno := checkName(name); errno != 0 {
+		return s, errno
+	}
+	if !n.u.hasUpper {
+		return s, syscall.EROFS
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return s, errno
+	}
+	d, err := n.u.upper().openDir(n.path())
+	if err != nil {
+		return s, toErrno(err)
+	}
+	s = slot{dir: d, name: name}
+	if err := unix.Fstat(d.fd, &s.dirSt); err != nil {
+		d.release()
+		return s, toErrno(err)
+	}
+	var st unix.Stat_t
+	err = unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil && whiteout.IsWhiteoutDev(&st):
+		s.whiteout = true
+	case err == nil:
+		d.release()
+		return s, syscall.EEXIST
+	case errors.Is(err, unix.ENOENT):
+		if ok, _ := whiteout.HasAufsWhiteout(d.fd, name); ok {
+			s.whiteout, s.aufs = true, true
+		}
+	default:
+		d.release()
+		return s, toErrno(err)
+	}
+	return s, 0
+}
+
+// place moves an object built in the work directory as tmp to the slot, replacing the
+// whiteout there if any. Directories cannot replace a non-directory with rename, so they are
+// exchanged with it and the whiteout removed after.
+func (n *node) place(s *slot, tmp string, isDir bool) error {
+	w := n.u.workFd
+	switch {
+	case s.whiteout && !s.aufs && isDir:
+		if err := unix.Renameat2(w, tmp, s.dir.fd, s.name, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		return unix.Unlinkat(w, tmp, 0)
+	case s.whiteout && !s.aufs:
+		return unix.Renameat(w, tmp, s.dir.fd, s.name)
+	default:
+		if err := unix.Renameat2(w, tmp, s.dir.fd, s.name, unix.RENAME_NOREPLACE); err != nil {
+			return err
+		}
+		if s.aufs {
+			return unix.Unlinkat(s.dir.fd, whiteout.Prefix+s.name, 0)
+		}
+		return nil
+	}
+}
+
+// owner returns the uid and gid a new object of the caller gets, -1 where what the kernel
+// gives it already is right (a set-group-id directory hands down its group).
+func owner(ctx context.Context, dirSt *unix.Stat_t) (int, int) {
+	uid, gid := os.Geteuid(), os.Getegid()
+	if c, ok := fuse.FromContext(ctx); ok {
+		uid, gid = int(c.Uid), int(c.Gid)
+	}
+	if dirSt.Mode&unix.S_ISGID != 0 {
+		gid = -1
+	}
+	if uid == os.Geteuid() {
+		uid = -1
+	}
+	if gid == os.Getegid() {
+		gid = -1
+	}
+	return uid, gid
+}
+
+// chownNew gives entry name of dirfd to the caller.
+func chownNew(ctx context.Context, dirfd int, name string, dirSt *unix.Stat_t) error {
+	uid, gid := owner(ctx, dirSt)
+	if uid == -1 && gid == -1 {
+		return nil
+	}
+	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// makeObject creates a new object in the slot with mk, which creates entry name in dirfd.
+// Where a whiteout must be replaced, the object is built in the work directory and moved in,
+// so the name never shows the lower object or nothing; otherwise it is made in place.
+func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirfd int, name string) error) syscall.Errno {
+	if !s.whiteout {
+		if err := mk(s.dir.fd, s.name); err != nil {
+			return toErrno(err)
+		}
+		if err := chownNew(ctx, s.dir.fd, s.name, &s.dirSt); err != nil {
+			unlinkAny(s.dir.fd, s.name)
+			return toErrno(err)
+		}
+		return 0
+	}
+	tmp := tempName()
+	w := n.u.workFd
+	err := mk(w, tmp)
+	if err == nil {
+		err = chownNew(ctx, w, tmp, &s.dirSt)
+	}
+	if err == nil && isDir {
+		// The name hid a lower object: the new directory must not merge with it.
+		err = whiteout.SetOpaque(w, tmp, n.u.xattrPrefix())
+	}
+	if err == nil {
+		err = n.place(s, tmp, isDir)
+	}
+	if err != nil {
+		unlinkAny(w, tmp)
+		return toErrno(err)
+	}
+	return 0
+}
+
+func unlinkAny(dirfd int, name string) {
+	if unix.Unlinkat(dirfd, name, 0) != nil {
+		unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	}
+}
+
+// newEntry looks up what was just made at s and makes its node.
+func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(s.dir.fd, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, toErrno(err)
+	}
+	res := resolution{top: 0, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		res.dirLayers = []int{0}
+	}
+	return n.newChild(ctx, &res, out), 0
+}
+
+// Mkdir makes a directory in the upper; over a whiteout it is opaque.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	s, errno := n.prepareSlot(ctx, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer s.dir.release()
+	errno = n.makeObject(ctx, &s, true, func(dirfd int, name string) error {
+		return unix.Mkdirat(dirfd, name, mode)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newEntry(ctx, &s, out)
+}
+
+// Mknod makes a fifo, socket or device. A character device 0/0 would be a whiteout, which
+// the kernel refuses too.
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if mode&unix.S_IFMT == unix.S_IFCHR && dev == 0 {
+		return nil, syscall.EPERM
+	}
+	s, errno := n.prepareSlot(ctx, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer s.dir.release()
+	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+		return unix.Mknodat(dirfd, name, mode, int(dev))
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newEntry(ctx, &s, out)
+}
+
+// Symlink makes a symbolic link in the upper.
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	s, errno := n.prepareSlot(ctx, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer s.dir.release()
+	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+		return unix.Symlinkat(target, dirfd, name)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newEntry(ctx, &s, out)
+}
+
+// Create makes and opens a regular file in the upper.
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	s, errno := n.prepareSlot(ctx, name)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	defer s.dir.release()
+	fd := -1
+	openFlags := int(flags&^openFlagsMask) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, name, openFlags, mode)
+		return err
+	})
+	if errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, nil, 0, errno
+	}
+	ch, errno := n.newEntry(ctx, &s, out)
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, nil, 0, errno
+	}
+	return ch, newFile(fd), 0, 0
+}
+
+// Link makes another name for an existing object; a lower object is copied up first.
+func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if errno := checkName(name); errno != 0 {
+		return nil, errno
+	}
+	if errno := t.copyUp(ctx, true); errno != 0 {
+		return nil, errno
+	}
+	s, errno := n.prepareSlot(ctx, name)
+	if errno != 0 {
+		return nil, errno
+	}
+	defer s.dir.release()
+	tdir, tname := splitPath(t.path())
+	td, err := n.u.upper().openDir(tdir)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer td.release()
+	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+		return unix.Linkat(td.fd, tname, dirfd, name, 0)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(s.dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, toErrno(err)
+	}
+	fillAttr(&out.Attr, &st, t.StableAttr().Ino, 0)
+	return t.EmbeddedInode(), 0
+}

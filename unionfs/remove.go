@@ -1,0 +1,168 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// resolveChild resolves name in directory n.
+func (n *node) resolveChild(name string) (resolution, syscall.Errno) {
+	if len(name) > 255 {
+		return resolution{}, syscall.ENAMETOOLONG
+	}
+	if whiteout.IsMarkerName(name) {
+		return resolution{}, syscall.ENOENT
+	}
+	_, layers := n.where()
+	dirs := n.u.newParentDirs(n.path(), layers)
+	defer dirs.release()
+	return n.u.resolve(dirs, name)
+}
+
+// lowerHas reports whether a lower layer of directory n shows name: removing it from the
+// upper (or moving it away) must then leave a whiteout.
+func (n *node) lowerHas(name string) (bool, syscall.Errno) {
+	_, layers := n.where()
+	var lowers []int
+	for _, li := range layers {
+		if !n.u.layers[li].upper {
+			lowers = append(lowers, li)
+		}
+	}
+	if len(lowers) == 0 {
+		return false, 0
+	}
+	dirs := n.u.newParentDirs(n.path(), lowers)
+	defer dirs.release()
+	_, errno := n.u.resolve(dirs, name)
+	switch errno {
+	case 0:
+		return true, 0
+	case syscall.ENOENT:
+		return false, 0
+	}
+	return false, errno
+}
+
+func isDirStat(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// hasLowerParts reports whether a resolved object has anything in a lower layer.
+func (u *unionFS) hasLowerParts(res *resolution) bool {
+	return !u.layers[res.top].upper || len(res.dirLayers) > 1
+}
+
+// Unlink removes a non-directory; a name that a lower layer holds is replaced by a whiteout.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	res, errno := n.resolveChild(name)
+	if errno != 0 {
+		return errno
+	}
+	if isDirStat(&res.st) {
+		return syscall.EISDIR
+	}
+	return n.remove(ctx, name, &res, false)
+}
+
+// Rmdir removes a directory whose merged view is empty (its upper part may still hold
+// whiteouts, which go with it); a name that a lower layer holds is replaced by a whiteout.
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	res, errno := n.resolveChild(name)
+	if errno != 0 {
+		return errno
+	}
+	if !isDirStat(&res.st) {
+		return syscall.ENOTDIR
+	}
+	entries, errno := n.u.mergedEntries(joinPath(n.path(), name), res.dirLayers, 1)
+	if errno != 0 {
+		return errno
+	}
+	if len(entries) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	return n.remove(ctx, name, &res, true)
+}
+
+func (n *node) remove(ctx context.Context, name string, res *resolution, isDir bool) syscall.Errno {
+	if !n.u.hasUpper {
+		return syscall.EROFS
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	needWhiteout, errno := n.lowerHas(name)
+	if errno != 0 {
+		return errno
+	}
+	d, err := n.u.upper().openDir(n.path())
+	if err != nil {
+		return toErrno(err)
+	}
+	defer d.release()
+	inUpper := n.u.layers[res.top].upper
+	switch {
+	case !inUpper:
+		_, err = whiteout.Create(d.fd, name)
+	case needWhiteout:
+		err = n.replaceWithWhiteout(d.fd, name, isDir)
+	case isDir:
+		err = n.removeDir(d.fd, name)
+	default:
+		err = unix.Unlinkat(d.fd, name, 0)
+	}
+	return toErrno(err)
+}
+
+// replaceWithWhiteout swaps the upper object at name for a whiteout in one step, so the lower
+// object never shows through, then removes the old object from the work directory.
+func (n *node) replaceWithWhiteout(dirfd int, name string, isDir bool) error {
+	w := n.u.workFd
+	tmp := tempName()
+	if err := whiteout.MakeWhiteoutAt(w, tmp); err != nil {
+		if !errors.Is(err, unix.EPERM) {
+			return err
+		}
+		// No mknod here: remove, then leave an AUFS whiteout.
+		if isDir {
+			err = n.removeDir(dirfd, name)
+		} else {
+			err = unix.Unlinkat(dirfd, name, 0)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = whiteout.Create(dirfd, name)
+		return err
+	}
+	flags := uint(0)
+	if isDir {
+		flags = unix.RENAME_EXCHANGE
+	}
+	if err := unix.Renameat2(w, tmp, dirfd, name, flags); err != nil {
+		unix.Unlinkat(w, tmp, 0)
+		return err
+	}
+	if isDir {
+		return copyup.RemoveAll(w, tmp)
+	}
+	return nil
+}
+
+// removeDir removes an upper directory that may still hold whiteouts: it is moved to the work
+// directory first, so it disappears at once, and emptied there.
+func (n *node) removeDir(dirfd int, name string) error {
+	err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	tmp := tempName()
+	if err := unix.Renameat(dirfd, name, n.u.workFd, tmp); err != nil {
+		return err
+	}
+	return copyup.RemoveAll(n.u.workFd, tmp)
+}

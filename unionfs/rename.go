@@ -1,0 +1,217 @@
+package unionfs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+var _ fs.NodeRenamer = (*node)(nil)
+
+// childNode returns the node of name in directory n, looking it up if the tree lacks it.
+func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno) {
+	if ch := n.GetChild(name); ch != nil {
+		if cn, ok := ch.Operations().(*node); ok {
+			return cn, 0
+		}
+	}
+	var out fuse.EntryOut
+	ch, errno := n.Lookup(ctx, name, &out)
+	if errno != 0 {
+		return nil, errno
+	}
+	cn, _ := ch.Operations().(*node)
+	if cn == nil {
+		return nil, syscall.EIO
+	}
+	return cn, 0
+}
+
+// Rename moves name in n to newName in newParent, as the kernel's overlayfs does: the object
+// is copied up first; a directory with parts in a lower layer cannot move (EXDEV, so tools fall
+// back to copying); a name left behind that a lower layer holds becomes a whiteout; a
+// directory moved into a merged directory is made opaque so it does not merge with whatever
+// a lower layer has there. RENAME_NOREPLACE and RENAME_EXCHANGE are supported.
+func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 ||
+		flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
+		return syscall.EINVAL
+	}
+	if errno := checkName(newName); errno != 0 {
+		return errno
+	}
+	if !n.u.hasUpper {
+		return syscall.EROFS
+	}
+	exchange := flags&unix.RENAME_EXCHANGE != 0
+
+	src, errno := n.resolveChild(name)
+	if errno != 0 {
+		return errno
+	}
+	dst, errno := np.resolveChild(newName)
+	dstExists := errno == 0
+	if errno != 0 && errno != syscall.ENOENT {
+		return errno
+	}
+	srcIsDir, dstIsDir := isDirStat(&src.st), dstExists && isDirStat(&dst.st)
+	switch {
+	case exchange && !dstExists:
+		return syscall.ENOENT
+	case flags&unix.RENAME_NOREPLACE != 0 && dstExists:
+		return syscall.EEXIST
+	case dstExists && src.ino == dst.ino && !exchange:
+		return 0 // two names of one object: rename does nothing
+	case !exchange && dstExists && srcIsDir && !dstIsDir:
+		return syscall.ENOTDIR
+	case !exchange && dstExists && !srcIsDir && dstIsDir:
+		return syscall.EISDIR
+	case srcIsDir && n.u.hasLowerParts(&src):
+		return syscall.EXDEV
+	case exchange && dstIsDir && n.u.hasLowerParts(&dst):
+		return syscall.EXDEV
+	}
+	if !exchange && dstIsDir {
+		entries, errno := n.u.mergedEntries(joinPath(np.path(), newName), dst.dirLayers, 1)
+		if errno != 0 {
+			return errno
+		}
+		if len(entries) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+
+	srcNode, errno := n.childNode(ctx, name)
+	if errno != 0 {
+		return errno
+	}
+	if errno := srcNode.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	if errno := np.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	if exchange {
+		dstNode, errno := np.childNode(ctx, newName)
+		if errno != 0 {
+			return errno
+		}
+		if errno := dstNode.copyUp(ctx, true); errno != 0 {
+			return errno
+		}
+	}
+	srcWhiteout := false
+	if !exchange {
+		if srcWhiteout, errno = n.lowerHas(name); errno != 0 {
+			return errno
+		}
+	}
+
+	sd, err := n.u.upper().openDir(n.path())
+	if err != nil {
+		return toErrno(err)
+	}
+	defer sd.release()
+	dd, err := n.u.upper().openDir(np.path())
+	if err != nil {
+		return toErrno(err)
+	}
+	defer dd.release()
+
+	// What sits at the destination in the upper, and must go or be replaced.
+	aufsAtDst := false
+	if !exchange {
+		var st unix.Stat_t
+		err := unix.Fstatat(dd.fd, newName, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil && whiteout.IsWhiteoutDev(&st) && srcIsDir:
+			// rename cannot put a directory over a non-directory.
+			if err := unix.Unlinkat(dd.fd, newName, 0); err != nil {
+				return toErrno(err)
+			}
+		case err == nil && isDirStat(&st):
+			// The merged view of it is empty, but its upper part may hold whiteouts.
+			if err := clearDir(dd.fd, newName); err != nil {
+				return toErrno(err)
+			}
+		case errors.Is(err, unix.ENOENT):
+			aufsAtDst, _ = whiteout.HasAufsWhiteout(dd.fd, newName)
+		case err != nil:
+			return toErrno(err)
+		}
+	}
+
+	// Directories arriving in a merged directory must not merge with a lower namesake.
+	if srcIsDir && np.isMerged() {
+		if err := whiteout.SetOpaque(sd.fd, name, n.u.xattrPrefix()); err != nil {
+			return toErrno(err)
+		}
+	}
+	if exchange && dstIsDir && n.isMerged() {
+		if err := whiteout.SetOpaque(dd.fd, newName, n.u.xattrPrefix()); err != nil {
+			return toErrno(err)
+		}
+	}
+
+	rflags := uint(0)
+	switch {
+	case exchange:
+		rflags = unix.RENAME_EXCHANGE
+	case srcWhiteout:
+		rflags = unix.RENAME_WHITEOUT
+	}
+	err = unix.Renameat2(sd.fd, name, dd.fd, newName, rflags)
+	if rflags == unix.RENAME_WHITEOUT && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
+		// The upper's filesystem or our privileges do not allow RENAME_WHITEOUT.
+		if err = unix.Renameat(sd.fd, name, dd.fd, newName); err == nil {
+			_, err = whiteout.Create(sd.fd, name)
+		}
+	}
+	if err != nil {
+		return toErrno(err)
+	}
+	if aufsAtDst {
+		unix.Unlinkat(dd.fd, whiteout.Prefix+newName, 0)
+	}
+	return 0
+}
+
+// isMerged reports whether directory n merges lower layers.
+func (n *node) isMerged() bool {
+	_, layers := n.where()
+	for _, li := range layers {
+		if !n.u.layers[li].upper {
+			return true
+		}
+	}
+	return false
+}
+
+// clearDir removes everything inside directory name of dirfd.
+func clearDir(dirfd int, name string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	names, err := copyup.ReadDirNames(fd)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if err := copyup.RemoveAll(fd, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package unionfs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ fs.NodeSetattrer = (*node)(nil)
+
+// Setattr changes mode, owner, size or times, copying a lower object up first (without its
+// data when it is truncated to nothing).
+func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	size, sizeOK := in.GetSize()
+	mode, modeOK := in.GetMode()
+	uid, uidOK := in.GetUID()
+	gid, gidOK := in.GetGID()
+	atime, atimeOK := in.GetATime()
+	mtime, mtimeOK := in.GetMTime()
+	onlyTruncate := sizeOK && size == 0 && !modeOK && !uidOK && !gidOK && !atimeOK && !mtimeOK
+	if errno := n.copyUp(ctx, !onlyTruncate); errno != 0 {
+		return errno
+	}
+	dir, name := splitPath(n.path())
+	d, err := n.u.upper().openDir(dir)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer d.release()
+	if name == "" {
+		name = "."
+	}
+
+	if modeOK {
+		if err := unix.Fchmodat(d.fd, name, mode&07777, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	if uidOK || gidOK {
+		su, sg := -1, -1
+		if uidOK {
+			su = int(uid)
+		}
+		if gidOK {
+			sg = int(gid)
+		}
+		if err := unix.Fchownat(d.fd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+	}
+	// Truncate before setting times, so an explicit mtime is not overwritten.
+	if sizeOK {
+		if err := n.truncate(f, d.fd, name, int64(size)); err != nil {
+			return toErrno(err)
+		}
+	}
+	if atimeOK || mtimeOK {
+		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+		if atimeOK {
+			ts[0] = unix.NsecToTimespec(atime.UnixNano())
+			if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+				ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if mtimeOK {
+			ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+			if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+			}
+		}
+		if err := unix.UtimesNanoAt(d.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+// truncate sets the size through the open file when there is one, else by opening it.
+func (n *node) truncate(f fs.FileHandle, dirfd int, name string, size int64) error {
+	if fh, ok := f.(*file); ok {
+		if err := unix.Ftruncate(fh.fd, size); err == nil {
+			return nil
+		}
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, size)
+}

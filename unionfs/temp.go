@@ -1,0 +1,5 @@
+package unionfs
+
+import "github.com/layerfs/layerfs/copyup"
+
+func tempName() string { return copyup.TempName() }
