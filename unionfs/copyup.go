@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"syscall"
 
@@ -47,7 +48,8 @@ func (n *node) parentNode() *node {
 // copyUp makes n exist in the upper layer, copying its ancestors first. A regular file is
 // copied with its data unless withData is false (it is about to be truncated). Only one
 // copy-up of a node runs at a time; a node already in the upper returns at once. Lock order:
-// each node's copyMu is taken alone, never while holding another's.
+// each node's copyMu is taken alone, never while holding another's, except that a hard
+// link's copy-up also copies up directories of its other names (never the node itself).
 func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if !n.u.hasUpper {
 		return syscall.EROFS
@@ -66,50 +68,64 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if n.u.layers[top].upper {
 		return 0 // copied up while we waited
 	}
-	dir, name := splitPath(n.path())
-	src, err := n.u.layers[top].openDir(dir)
+	path := n.path()
+	st, err := n.u.copyUpOne(path, top, n.StableAttr().Ino, withData)
 	if err != nil {
 		return toErrno(err)
 	}
-	defer src.release()
-	dst, err := n.u.upper().openDir(dir)
-	if err != nil {
-		return toErrno(err)
+	if isDirStat(&st) {
+		n.setWhere(0, append([]int{0}, layers...))
+		return 0
 	}
-	defer dst.release()
-
-	var st, parentSt unix.Stat_t
-	if err := unix.Fstatat(src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return toErrno(err)
-	}
-	if err := unix.Fstat(dst.fd, &parentSt); err != nil {
-		return toErrno(err)
-	}
-	opt := copyup.Options{
-		WorkFd:    n.u.workFd,
-		SkipData:  !withData,
-		NoSync:    n.u.cfg.Volatile,
-		SkipXattr: whiteout.IsPrivateXattr,
-	}
-	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	if !isDir {
-		opt.ExtraXattrs = map[string][]byte{
-			n.u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(n.StableAttr().Ino, 10)),
+	n.setWhere(0, nil)
+	if st.Nlink > 1 {
+		// Every visible name of a lower hard link becomes a link of the copy, so all names
+		// keep showing one object (the kernel does this with index=on; we always do).
+		if err := n.u.linkUpOthers(ctx, n.Root().Operations().(*node), n.u.layers[top], st.Ino, path); err != nil {
+			n.u.logf("link-up of other names of %s: %v", path, err)
+			return toErrno(err)
 		}
 	}
-	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, dst.fd, name, opt); err != nil {
-		n.u.logf("%v", err)
-		return toErrno(unwrapErrno(err))
-	}
-	// Linking the copy in changed the parent's times; a copy-up is not a change of the
-	// merged directory, so put them back as they were.
-	restoreTimes(dst.fd, &parentSt)
-	if isDir {
-		n.setWhere(0, append([]int{0}, layers...))
-	} else {
-		n.setWhere(0, nil)
-	}
 	return 0
+}
+
+// copyUpOne copies the object at path from layer top into the upper, whose parent directory
+// must exist there already, and returns the source's stat. The parent's times are put back:
+// a copy-up is no change of the merged directory.
+func (u *unionFS) copyUpOne(path string, top int, ino uint64, withData bool) (unix.Stat_t, error) {
+	var st, parentSt unix.Stat_t
+	dir, name := splitPath(path)
+	src, err := u.layers[top].openDir(dir)
+	if err != nil {
+		return st, err
+	}
+	defer src.release()
+	dst, err := u.upper().openDir(dir)
+	if err != nil {
+		return st, err
+	}
+	defer dst.release()
+	if err := unix.Fstatat(src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return st, err
+	}
+	if err := unix.Fstat(dst.fd, &parentSt); err != nil {
+		return st, err
+	}
+	opt := copyup.Options{
+		WorkFd:    u.workFd,
+		SkipData:  !withData,
+		NoSync:    u.cfg.Volatile,
+		SkipXattr: whiteout.IsPrivateXattr,
+	}
+	if !isDirStat(&st) {
+		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(ino, 10))}
+	}
+	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, dst.fd, name, opt); err != nil {
+		u.logf("%v", err)
+		return st, unwrapErrno(err)
+	}
+	restoreTimes(dst.fd, &parentSt)
+	return st, nil
 }
 
 // restoreTimes sets the times of the directory open as fd back to those in st.
@@ -119,3 +135,60 @@ func restoreTimes(fd int, st *unix.Stat_t) {
 }
 
 func (u *unionFS) upper() *layer { return u.layers[0] }
+
+// ensureUpperDir makes directory path (which the merged view shows) exist in the upper, with
+// its ancestors. Directories the node tree knows are copied up through their nodes, so their
+// cached layers stay right; below the first one it does not know, no node exists to go stale,
+// and the copy-up goes by path.
+func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) error {
+	cur := root
+	if errno := cur.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	_, layers := cur.where()
+	curPath := ""
+	for _, c := range splitAll(path) {
+		childPath := joinPath(curPath, c)
+		if cur != nil {
+			if ch := cur.GetChild(c); ch != nil {
+				if cn, ok := ch.Operations().(*node); ok {
+					if errno := cn.copyUp(ctx, true); errno != 0 {
+						return errno
+					}
+					cur, curPath = cn, childPath
+					_, layers = cn.where()
+					continue
+				}
+			}
+			cur = nil
+		}
+		dirs := u.newParentDirs(curPath, layers)
+		res, errno := u.resolve(dirs, c)
+		dirs.release()
+		if errno != 0 {
+			return errno
+		}
+		if !isDirStat(&res.st) {
+			return syscall.ENOTDIR
+		}
+		if !u.layers[res.top].upper {
+			if _, err := u.copyUpOne(childPath, res.top, res.ino, true); err != nil && !errors.Is(err, unix.EEXIST) {
+				return err
+			}
+			res.dirLayers = append([]int{0}, res.dirLayers...)
+		}
+		curPath, layers = childPath, res.dirLayers
+	}
+	return nil
+}
+
+// splitAll splits a relative path into its names.
+func splitAll(p string) []string {
+	var out []string
+	for p != "" {
+		var name string
+		p, name = splitPath(p)
+		out = append([]string{name}, out...)
+	}
+	return out
+}

@@ -135,6 +135,26 @@ func chownNew(ctx context.Context, dirfd int, name string, dirSt *unix.Stat_t) e
 	return unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
+// inheritSetgid does for an object built in the work directory what creating it in its
+// set-group-id directory would have done: it takes the directory's group, and a directory
+// also takes the set-group-id bit.
+func inheritSetgid(dirfd int, name string, dirSt *unix.Stat_t) error {
+	if dirSt.Mode&unix.S_ISGID == 0 {
+		return nil
+	}
+	if err := unix.Fchownat(dirfd, name, -1, int(dirSt.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if isDirStat(&st) {
+		return unix.Fchmodat(dirfd, name, st.Mode&07777|unix.S_ISGID, 0)
+	}
+	return nil
+}
+
 // makeObject creates a new object in the slot with mk, which creates entry name in dirfd.
 // Where a whiteout must be replaced, the object is built in the work directory and moved in,
 // so the name never shows the lower object or nothing; otherwise it is made in place.
@@ -154,6 +174,9 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	err := mk(w, tmp)
 	if err == nil {
 		err = chownNew(ctx, w, tmp, &s.dirSt)
+	}
+	if err == nil {
+		err = inheritSetgid(w, tmp, &s.dirSt)
 	}
 	if err == nil && isDir {
 		// The name hid a lower object: the new directory must not merge with it.

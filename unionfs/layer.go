@@ -15,6 +15,8 @@ type layer struct {
 	fsIdx uint64 // small index of dev among the stack's filesystems, mixed into st_ino
 	upper bool
 	index int // position in unionFS.layers: 0 is the topmost
+	// links indexes hard-linked objects of a lower layer, built on first need.
+	links hardlinks
 }
 
 func openLayer(path string) (*layer, error) {

@@ -110,6 +110,14 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if errno != 0 {
 		return nil, errno
 	}
+	if n.linkUpFromKernelIndex(ctx, name, &res) {
+		dirs.release()
+		_, layers = n.where()
+		dirs = n.u.newParentDirs(n.path(), layers)
+		if res, errno = n.u.resolve(dirs, name); errno != 0 {
+			return nil, errno
+		}
+	}
 	return n.newChild(ctx, &res, out), 0
 }
 
@@ -125,6 +133,12 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		if err := unix.Fstat(fh.fd, &st); err != nil {
 			return toErrno(err)
+		}
+	}
+	if n.u.layers[top].upper && st.Nlink > 1 && !isDirStat(&st) {
+		if d, err := n.u.upper().openDir(""); err == nil {
+			st.Nlink = n.u.mergedNlink(d.fd, n.path(), &st)
+			d.release()
 		}
 	}
 	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(layers))

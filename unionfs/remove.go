@@ -78,14 +78,49 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !isDirStat(&res.st) {
 		return syscall.ENOTDIR
 	}
-	entries, errno := n.u.mergedEntries(joinPath(n.path(), name), res.dirLayers, 1)
+	if errno := n.u.checkEmpty(joinPath(n.path(), name), res.dirLayers); errno != 0 {
+		return errno
+	}
+	return n.remove(ctx, name, &res, true)
+}
+
+// checkEmpty answers ENOTEMPTY unless the merged directory at path can be removed: it shows
+// no entry, and, as the kernel requires, no lower part of it holds an xattr whiteout (the
+// kernel's emptiness check counts those as entries, though its listing hides them).
+func (u *unionFS) checkEmpty(path string, layers []int) syscall.Errno {
+	entries, errno := u.mergedEntries(path, layers, 1)
 	if errno != 0 {
 		return errno
 	}
 	if len(entries) > 0 {
 		return syscall.ENOTEMPTY
 	}
-	return n.remove(ctx, name, &res, true)
+	for _, li := range layers {
+		l := u.layers[li]
+		if l.upper {
+			continue
+		}
+		names, err := l.readNames(path)
+		if err != nil {
+			continue
+		}
+		d, err := l.openDir(path)
+		if err != nil {
+			continue
+		}
+		for _, name := range names {
+			var st unix.Stat_t
+			if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+				continue
+			}
+			if ok, _ := whiteout.IsXWhiteout(d.fd, name, &st); ok {
+				d.release()
+				return syscall.ENOTEMPTY
+			}
+		}
+		d.release()
+	}
+	return 0
 }
 
 func (n *node) remove(ctx context.Context, name string, res *resolution, isDir bool) syscall.Errno {
@@ -105,6 +140,18 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 	}
 	defer d.release()
 	inUpper := n.u.layers[res.top].upper
+	if !inUpper && !isDir && res.st.Nlink > 1 {
+		// Removing one name of a lower hard link: the other names stay one object, one link
+		// fewer, so the object is copied up (linking all its names) before this one goes.
+		ch, errno := n.childNode(ctx, name)
+		if errno != 0 {
+			return errno
+		}
+		if errno := ch.copyUp(ctx, true); errno != 0 {
+			return errno
+		}
+		inUpper = true
+	}
 	switch {
 	case !inUpper:
 		_, err = whiteout.Create(d.fd, name)

@@ -82,12 +82,8 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return syscall.EXDEV
 	}
 	if !exchange && dstIsDir {
-		entries, errno := n.u.mergedEntries(joinPath(np.path(), newName), dst.dirLayers, 1)
-		if errno != 0 {
+		if errno := n.u.checkEmpty(joinPath(np.path(), newName), dst.dirLayers); errno != 0 {
 			return errno
-		}
-		if len(entries) > 0 {
-			return syscall.ENOTEMPTY
 		}
 	}
 
@@ -101,7 +97,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno := np.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	if exchange {
+	if exchange || (dstExists && !dstIsDir && !n.u.layers[dst.top].upper && dst.st.Nlink > 1) {
+		// Exchanged objects are both changed; an overwritten name of a lower hard link
+		// leaves its other names one link fewer, so the object is linked up first.
 		dstNode, errno := np.childNode(ctx, newName)
 		if errno != 0 {
 			return errno

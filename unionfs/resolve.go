@@ -112,6 +112,7 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 					if ino, ok := u.readOrigin(fd, name); ok {
 						res.ino = ino
 					}
+					res.st.Nlink = u.mergedNlink(fd, name, &res.st)
 				}
 				return res, 0
 			}

@@ -18,10 +18,13 @@ type unionFS struct {
 	sameFS bool
 	// workFd is workdir/work, where objects are built before they appear in the upper.
 	workFd int
+	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
+	kindex   kernelIndex
+	kindexFd int
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg, workFd: -1}
+	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1}
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
 		paths = append([]string{cfg.Upper}, cfg.Lowers...)
@@ -52,6 +55,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 			return nil, err
 		}
 		u.workFd = fd
+		u.kindex, u.kindexFd = readKernelIndex(cfg.Work)
 	}
 	return u, nil
 }
@@ -60,9 +64,11 @@ func (u *unionFS) close() {
 	for _, l := range u.layers {
 		l.close()
 	}
-	if u.workFd >= 0 {
-		unix.Close(u.workFd)
-		u.workFd = -1
+	for _, fd := range []*int{&u.workFd, &u.kindexFd} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 }
 

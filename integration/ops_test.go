@@ -1,0 +1,324 @@
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// op is one step of a differential run: the same op is applied to every mount under test,
+// and what it returns (an errno, or data read) must be the same.
+type op struct {
+	Kind string
+	A, B string // paths relative to the mount root
+	Off  int64
+	Data []byte
+	Mode uint32
+	N    int
+}
+
+func (o op) String() string {
+	s := o.Kind + " " + o.A
+	if o.B != "" {
+		s += " -> " + o.B
+	}
+	switch o.Kind {
+	case "write", "pwrite-trunc", "append":
+		s += fmt.Sprintf(" (%d bytes at %d)", len(o.Data), o.Off)
+	case "truncate":
+		s += fmt.Sprintf(" (to %d)", o.Off)
+	case "chmod", "create", "mkdir":
+		s += fmt.Sprintf(" (mode %o)", o.Mode)
+	case "chown":
+		s += fmt.Sprintf(" (%d:%d)", o.N, o.Off)
+	case "setxattr":
+		s += fmt.Sprintf(" (%s=%q)", o.B, o.Data)
+	}
+	return s
+}
+
+// errName names an error by its errno, "ok" for none.
+func errName(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return unix.ErrnoName(e)
+	}
+	return err.Error()
+}
+
+// fixedTime is what utimes ops set, so that changed times compare exactly.
+var fixedTime = []unix.Timespec{unix.NsecToTimespec(1234567890123456789), unix.NsecToTimespec(1111111111222222222)}
+
+// apply runs o on the mount at root and returns what a program would see.
+func (o op) apply(root string) string {
+	p := func(rel string) string { return filepath.Join(root, rel) }
+	// Writes never follow a symlink out of the tree: O_NOFOLLOW everywhere.
+	const wflags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	switch o.Kind {
+	case "write", "append", "pwrite-trunc":
+		flags := unix.O_WRONLY | wflags
+		if o.Kind == "append" {
+			flags |= unix.O_APPEND
+		}
+		if o.Kind == "pwrite-trunc" {
+			flags |= unix.O_TRUNC
+		}
+		fd, err := unix.Open(p(o.A), flags, 0)
+		if err != nil {
+			return errName(err)
+		}
+		defer unix.Close(fd)
+		if o.Kind == "append" {
+			_, err = unix.Write(fd, o.Data)
+		} else {
+			_, err = unix.Pwrite(fd, o.Data, o.Off)
+		}
+		return errName(err)
+	case "truncate":
+		return errName(unix.Truncate(p(o.A), o.Off))
+	case "create":
+		fd, err := unix.Open(p(o.A), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|wflags, o.Mode)
+		if err != nil {
+			return errName(err)
+		}
+		_, err = unix.Write(fd, o.Data)
+		unix.Close(fd)
+		return errName(err)
+	case "mkdir":
+		return errName(unix.Mkdir(p(o.A), o.Mode))
+	case "mkfifo":
+		return errName(unix.Mkfifo(p(o.A), 0o644))
+	case "unlink":
+		return errName(unix.Unlink(p(o.A)))
+	case "rmdir":
+		return errName(unix.Rmdir(p(o.A)))
+	case "rm-rf":
+		return errName(removeAll(p(o.A)))
+	case "rm-rf-mkdir":
+		if err := removeAll(p(o.A)); err != nil {
+			return errName(err)
+		}
+		return errName(unix.Mkdir(p(o.A), 0o755))
+	case "rename":
+		return errName(unix.Rename(p(o.A), p(o.B)))
+	case "rename-noreplace":
+		return errName(unix.Renameat2(unix.AT_FDCWD, p(o.A), unix.AT_FDCWD, p(o.B), unix.RENAME_NOREPLACE))
+	case "rename-exchange":
+		return errName(unix.Renameat2(unix.AT_FDCWD, p(o.A), unix.AT_FDCWD, p(o.B), unix.RENAME_EXCHANGE))
+	case "link":
+		return errName(unix.Link(p(o.A), p(o.B)))
+	case "symlink":
+		return errName(unix.Symlink(o.B, p(o.A)))
+	case "chmod":
+		return errName(unix.Fchmodat(unix.AT_FDCWD, p(o.A), o.Mode, 0))
+	case "chown":
+		return errName(unix.Lchown(p(o.A), o.N, int(o.Off)))
+	case "utimes":
+		return errName(unix.UtimesNanoAt(unix.AT_FDCWD, p(o.A), fixedTime, unix.AT_SYMLINK_NOFOLLOW))
+	case "setxattr":
+		return errName(unix.Lsetxattr(p(o.A), o.B, o.Data, 0))
+	case "removexattr":
+		return errName(unix.Lremovexattr(p(o.A), o.B))
+	case "read":
+		// O_NONBLOCK: a fifo must not wait for a writer.
+		data, err := readNonblock(p(o.A))
+		if err != nil {
+			return errName(err)
+		}
+		return fmt.Sprintf("ok %q", shorten(data))
+	case "readdir":
+		fd, err := unix.Open(p(o.A), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errName(err)
+		}
+		unix.Close(fd)
+		ents, err := os.ReadDir(p(o.A))
+		if err != nil {
+			return errName(err)
+		}
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		sort.Strings(names)
+		return "ok " + strings.Join(names, ",")
+	case "stat":
+		var st unix.Stat_t
+		if err := unix.Lstat(p(o.A), &st); err != nil {
+			return errName(err)
+		}
+		return fmt.Sprintf("ok %s %o %d:%d", typeName(st.Mode), st.Mode&07777, st.Uid, st.Gid)
+	}
+	panic("unknown op " + o.Kind)
+}
+
+func readNonblock(p string) ([]byte, error) {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+		out = append(out, buf[:n]...)
+	}
+}
+
+func shorten(b []byte) []byte {
+	if len(b) > 64 {
+		return append(append([]byte{}, b[:32]...), b[len(b)-32:]...)
+	}
+	return b
+}
+
+// removeAll is rm -rf: depth first, unlinkat/rmdir, the first error kept.
+func removeAll(p string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return unix.Unlink(p)
+	}
+	ents, err := os.ReadDir(p)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := removeAll(filepath.Join(p, e.Name())); err != nil {
+			return err
+		}
+	}
+	return unix.Rmdir(p)
+}
+
+// opGen makes a reproducible random sequence of operations over the names of a tree.
+type opGen struct {
+	rnd   *rand.Rand
+	names []string // existing paths, sorted
+	dirs  []string // existing directories (with "" for the root)
+	fresh int
+}
+
+func (g *opGen) update(tr tree) {
+	g.names = g.names[:0]
+	g.dirs = append(g.dirs[:0], "")
+	for p, e := range tr {
+		g.names = append(g.names, p)
+		if e.Type == "dir" {
+			g.dirs = append(g.dirs, p)
+		}
+	}
+	sort.Strings(g.names)
+	sort.Strings(g.dirs)
+}
+
+func (g *opGen) existing() string {
+	if len(g.names) == 0 || g.rnd.Intn(10) == 0 {
+		return g.newName()
+	}
+	return g.names[g.rnd.Intn(len(g.names))]
+}
+
+func (g *opGen) newName() string {
+	g.fresh++
+	dir := g.dirs[g.rnd.Intn(len(g.dirs))]
+	return filepath.Join(dir, fmt.Sprintf("n%d", g.fresh))
+}
+
+// target is an existing name most of the time, otherwise a new one.
+func (g *opGen) target() string {
+	if g.rnd.Intn(3) == 0 {
+		return g.newName()
+	}
+	return g.existing()
+}
+
+func (g *opGen) data() []byte {
+	n := g.rnd.Intn(6000)
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + g.rnd.Intn(26))
+	}
+	return b
+}
+
+// opKinds lists every kind with its weight.
+var opKinds = []struct {
+	kind   string
+	weight int
+}{
+	{"write", 8}, {"append", 5}, {"pwrite-trunc", 3}, {"truncate", 4}, {"create", 8},
+	{"mkdir", 5}, {"mkfifo", 2}, {"unlink", 6}, {"rmdir", 4}, {"rm-rf", 3}, {"rm-rf-mkdir", 3},
+	{"rename", 8}, {"rename-noreplace", 3}, {"rename-exchange", 3}, {"link", 4}, {"symlink", 3},
+	{"chmod", 4}, {"chown", 3}, {"utimes", 3}, {"setxattr", 4}, {"removexattr", 3},
+	{"read", 6}, {"readdir", 4}, {"stat", 4},
+}
+
+func (g *opGen) next() op {
+	total := 0
+	for _, k := range opKinds {
+		total += k.weight
+	}
+	r := g.rnd.Intn(total)
+	kind := ""
+	for _, k := range opKinds {
+		if r < k.weight {
+			kind = k.kind
+			break
+		}
+		r -= k.weight
+	}
+	o := op{Kind: kind}
+	switch kind {
+	case "write", "pwrite-trunc":
+		o.A, o.Off, o.Data = g.existing(), int64(g.rnd.Intn(20000)), g.data()
+	case "append":
+		o.A, o.Data = g.existing(), g.data()
+	case "truncate":
+		o.A, o.Off = g.existing(), int64(g.rnd.Intn(30000))
+	case "create":
+		o.A, o.Mode, o.Data = g.target(), uint32(0o600+g.rnd.Intn(0o200)), g.data()
+	case "mkdir":
+		o.A, o.Mode = g.target(), uint32(0o700+g.rnd.Intn(0o77))
+	case "mkfifo", "unlink", "rmdir", "rm-rf", "rm-rf-mkdir", "read", "readdir", "stat", "utimes":
+		o.A = g.existing()
+		if kind == "mkfifo" {
+			o.A = g.target()
+		}
+	case "rename", "rename-noreplace", "rename-exchange", "link":
+		o.A, o.B = g.existing(), g.target()
+	case "symlink":
+		o.A, o.B = g.target(), filepath.Base(g.existing())
+	case "chmod":
+		o.A, o.Mode = g.existing(), uint32(g.rnd.Intn(0o7777))
+	case "chown":
+		o.A, o.N, o.Off = g.existing(), g.rnd.Intn(3)*1000, int64(g.rnd.Intn(3)*1000)
+	case "setxattr":
+		o.A, o.B, o.Data = g.existing(), fmt.Sprintf("user.k%d", g.rnd.Intn(3)), []byte(fmt.Sprint(g.rnd.Intn(100)))
+	case "removexattr":
+		o.A, o.B = g.existing(), fmt.Sprintf("user.k%d", g.rnd.Intn(3))
+		if g.rnd.Intn(3) == 0 {
+			o.B = "user.color"
+		}
+	}
+	return o
+}

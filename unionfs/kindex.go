@@ -1,0 +1,137 @@
+package unionfs
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/layerfs/layerfs/copyup"
+	"golang.org/x/sys/unix"
+)
+
+// The kernel's overlayfs, mounted with index=on, copies a hard-linked lower object up once,
+// into workdir/index/<file handle of the lower object in hex>, and links its names into the
+// upper one by one as they are touched. Names not linked yet stay lower-only in the upper
+// directory but show the indexed copy. layerfs reads such an upper the same way: it finds the
+// index entry of a lower hard link by the inode number in the file handle and links the name
+// up on lookup. It writes no index of its own: it links every name up at copy-up instead.
+
+// File handle types (include/linux/exportfs.h) whose first 32-bit word is the inode number.
+const (
+	fileidIno32Gen       = 1
+	fileidIno32GenParent = 2
+)
+
+// kernelIndex maps the inode number in each index entry's file handle to the entry's name.
+type kernelIndex map[uint64]string
+
+// readKernelIndex reads workdir/index, if the kernel left one.
+func readKernelIndex(workdir string) (kernelIndex, int) {
+	fd, err := unix.Open(workdir+"/index", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, -1
+	}
+	names, err := copyup.ReadDirNames(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, -1
+	}
+	idx := kernelIndex{}
+	for _, name := range names {
+		if ino, ok := parseIndexName(name); ok {
+			idx[ino] = name
+		}
+	}
+	if len(idx) == 0 {
+		unix.Close(fd)
+		return nil, -1
+	}
+	return idx, fd
+}
+
+// parseIndexName decodes the inode number from an index entry name: the hex of struct ovl_fb
+// (version, magic 0xfb, length, flags, handle type, 16-byte uuid, handle).
+func parseIndexName(name string) (uint64, bool) {
+	b, err := hex.DecodeString(name)
+	if err != nil || len(b) < 21+4 || b[1] != 0xfb || int(b[2]) != len(b) {
+		return 0, false
+	}
+	switch b[4] {
+	case fileidIno32Gen, fileidIno32GenParent:
+		return uint64(binary.LittleEndian.Uint32(b[21:25])), true
+	}
+	return 0, false
+}
+
+// linkUpFromKernelIndex links a name of a lower hard link that the kernel has already copied
+// up into its index, so that it shows the copy. It reports whether it did.
+func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *resolution) bool {
+	u := n.u
+	if u.kindex == nil || !u.hasUpper || u.layers[res.top].upper || isDirStat(&res.st) || res.st.Nlink < 2 {
+		return false
+	}
+	entry, ok := u.kindex[res.st.Ino]
+	if !ok {
+		return false
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return false
+	}
+	d, err := u.upper().openDir(n.path())
+	if err != nil {
+		return false
+	}
+	defer d.release()
+	var st unix.Stat_t
+	if unix.Fstat(d.fd, &st) != nil {
+		return false
+	}
+	if err := unix.Linkat(u.kindexFd, entry, d.fd, name, 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		u.logf("link %s from the kernel's index: %v", name, err)
+		return false
+	}
+	restoreTimes(d.fd, &st)
+	return true
+}
+
+// mergedNlink applies the kernel's overlay.nlink attribute of an indexed upper object: "U-1"
+// says the merged count is the upper count less one (the index link), "L+N" counts from the
+// lower object. Objects without it report their own count.
+func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
+	nlink := uint64(st.Nlink)
+	if nlink < 2 || isDirStat(st) {
+		return nlink
+	}
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
+	if name != "" {
+		p += "/" + name
+	}
+	var buf [32]byte
+	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
+		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
+		if err != nil {
+			continue
+		}
+		v := string(buf[:sz])
+		if len(v) < 2 || (v[0] != 'U' && v[0] != 'L') {
+			return nlink
+		}
+		d, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
+		if err != nil {
+			return nlink
+		}
+		if v[0] == 'L' {
+			// Counted from the lower object, which we do not decode: the upper count less
+			// the index link is what is left when every name has been linked up.
+			d = -1
+		}
+		if int64(nlink)+int64(d) < 1 {
+			return 1
+		}
+		return uint64(int64(nlink) + int64(d))
+	}
+	return nlink
+}
