@@ -73,11 +73,15 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if err != nil {
 		return toErrno(err)
 	}
+	var ust unix.Stat_t
+	if err := n.u.upper().stat(path, &ust); err != nil {
+		return toErrno(err)
+	}
 	if isDirStat(&st) {
-		n.setWhere(0, append([]int{0}, layers...))
+		n.setWhere(0, append([]int{0}, layers...), &ust)
 		return 0
 	}
-	n.setWhere(0, nil)
+	n.setWhere(0, nil, &ust)
 	if st.Nlink > 1 {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).

@@ -308,17 +308,28 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	defer s.dir.release()
-	tdir, tname := splitPath(t.path())
-	td, err := n.u.upper().openDir(tdir)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	defer td.release()
-	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
-		return unix.Linkat(td.fd, tname, dirfd, name, 0)
-	})
-	if errno != 0 {
-		return nil, errno
+	if p, ok := t.tmpPath(); ok {
+		// An O_TMPFILE file gets its first name.
+		errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+			return unix.Linkat(unix.AT_FDCWD, p, dirfd, name, unix.AT_SYMLINK_FOLLOW)
+		})
+		if errno != 0 {
+			return nil, errno
+		}
+		t.named()
+	} else {
+		tdir, tname := splitPath(t.path())
+		td, err := n.u.upper().openDir(tdir)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		defer td.release()
+		errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
+			return unix.Linkat(td.fd, tname, dirfd, name, 0)
+		})
+		if errno != 0 {
+			return nil, errno
+		}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(s.dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {

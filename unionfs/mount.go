@@ -34,10 +34,16 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := &node{u: u, top: 0}
+	root := &node{u: u, top: 0, tmpFd: -1}
 	for i := range u.layers {
 		root.dirLayers = append(root.dirLayers, i)
 	}
+	var rst unix.Stat_t
+	if err := unix.Fstat(u.layers[0].fd, &rst); err != nil {
+		u.close()
+		return nil, err
+	}
+	root.dev, root.ino = rst.Dev, rst.Ino
 	rootIno, err := u.rootIno()
 	if err != nil {
 		u.close()

@@ -26,6 +26,11 @@ type node struct {
 	// dirLayers lists, for a directory, the layers whose directories merge into it, topmost
 	// first (top included).
 	dirLayers []int
+	// dev and ino identify the topmost object itself, so that an operation can tell the
+	// object from another one that has taken its name since (a rename over it).
+	dev, ino uint64
+	// tmpFd holds an O_TMPFILE file that has no name yet (tmpfile.go); -1 otherwise.
+	tmpFd int
 }
 
 var (
@@ -51,10 +56,18 @@ func (n *node) where() (int, []int) {
 	return n.top, append([]int(nil), n.dirLayers...)
 }
 
-func (n *node) setWhere(top int, dirLayers []int) {
+func (n *node) setWhere(top int, dirLayers []int, st *unix.Stat_t) {
 	n.mu.Lock()
 	n.top, n.dirLayers = top, dirLayers
+	n.dev, n.ino = st.Dev, st.Ino
 	n.mu.Unlock()
+}
+
+// isSelf reports whether st describes the node's own topmost object.
+func (n *node) isSelf(st *unix.Stat_t) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.dev == st.Dev && n.ino == st.Ino
 }
 
 func (n *node) topLayer() *layer {
@@ -64,10 +77,10 @@ func (n *node) topLayer() *layer {
 
 // newChild makes (or finds, for a hard link or a name seen before) the inode for res.
 func (n *node) newChild(ctx context.Context, res *resolution, out *fuse.EntryOut) *fs.Inode {
-	child := &node{u: n.u, top: res.top, dirLayers: res.dirLayers}
+	child := &node{u: n.u, top: res.top, dirLayers: res.dirLayers, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
 	if got, ok := ch.Operations().(*node); ok && got != child {
-		got.setWhere(res.top, res.dirLayers)
+		got.setWhere(res.top, res.dirLayers, &res.st)
 	}
 	fillAttr(&out.Attr, &res.st, res.ino, len(res.dirLayers))
 	return ch
@@ -125,14 +138,30 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	top, layers := n.where()
 	var st unix.Stat_t
-	if err := n.u.layers[top].stat(n.path(), &st); err != nil {
-		// An unlinked file that is still open has no path; its descriptor still answers.
-		fh, ok := f.(*file)
-		if !ok || !missing(err) {
+	err := n.u.layers[top].stat(n.path(), &st)
+	if err != nil && !missing(err) {
+		return toErrno(err)
+	}
+	if err != nil || !n.isSelf(&st) {
+		// The name is gone (an unlinked file still open) or now names another object
+		// (renamed over): the open descriptor of this object still answers.
+		fd := -1
+		if fh, ok := f.(*file); ok {
+			fd = fh.fd
+		}
+		n.mu.Lock()
+		if fd < 0 {
+			fd = n.tmpFd
+		}
+		n.mu.Unlock()
+		if fd < 0 {
+			return syscall.ENOENT
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
 			return toErrno(err)
 		}
-		if err := unix.Fstat(fh.fd, &st); err != nil {
-			return toErrno(err)
+		if !n.isSelf(&st) {
+			return syscall.ENOENT
 		}
 	}
 	if n.u.layers[top].upper && st.Nlink > 1 && !isDirStat(&st) {

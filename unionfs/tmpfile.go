@@ -1,0 +1,89 @@
+package unionfs
+
+import (
+	"context"
+	"strconv"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ fs.NodeTmpfiler = (*node)(nil)
+
+// Tmpfile makes an unnamed file (O_TMPFILE) in the upper part of this directory, as the
+// kernel's overlayfs does. The node keeps a descriptor of it until it is linked into place,
+// because until then it has no path.
+func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.hasUpper {
+		return nil, nil, 0, syscall.EROFS
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return nil, nil, 0, errno
+	}
+	d, err := n.u.upper().openDir(n.path())
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	defer d.release()
+	var dirSt unix.Stat_t
+	if err := unix.Fstat(d.fd, &dirSt); err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	fd, err := unix.Openat(d.fd, ".", int(flags&^openFlagsMask)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	uid, gid := owner(ctx, &dirSt)
+	if uid != -1 || gid != -1 {
+		if err := unix.Fchown(fd, uid, gid); err != nil {
+			unix.Close(fd)
+			return nil, nil, 0, toErrno(err)
+		}
+	}
+	var st unix.Stat_t
+	keep, err := unix.Dup(fd)
+	if err == nil {
+		err = unix.Fstat(fd, &st)
+	}
+	if err != nil {
+		unix.Close(fd)
+		if keep >= 0 {
+			unix.Close(keep)
+		}
+		return nil, nil, 0, toErrno(err)
+	}
+	unix.CloseOnExec(keep)
+	ino := n.u.inoOf(n.u.upper(), st.Ino)
+	child := &node{u: n.u, top: 0, dev: st.Dev, ino: st.Ino, tmpFd: keep}
+	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
+	fillAttr(&out.Attr, &st, ino, 0)
+	return ch, newFile(fd), 0, 0
+}
+
+// tmpPath is a path that reaches an unnamed file through its kept descriptor; linkat with
+// AT_SYMLINK_FOLLOW on it gives the file a name.
+func (n *node) tmpPath() (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tmpFd < 0 {
+		return "", false
+	}
+	return "/proc/self/fd/" + strconv.Itoa(n.tmpFd), true
+}
+
+// named drops the kept descriptor once the file has a name.
+func (n *node) named() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tmpFd >= 0 {
+		unix.Close(n.tmpFd)
+		n.tmpFd = -1
+	}
+}
+
+var _ fs.NodeOnForgetter = (*node)(nil)
+
+// OnForget releases what an unnamed file kept.
+func (n *node) OnForget() { n.named() }
