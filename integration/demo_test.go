@@ -24,6 +24,10 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"$ ls merged", "f1  f2  f3  f4",
 		"$ cat merged/f3", "f3 from upper",
+		"$ echo f5 > merged/f5", "upper/  now holds: f3  f4  f5",
+		"$ rm merged/f2", "f2 (character device 0/0: a whiteout)",
+		"$ echo more >> merged/f1", "upper/  now holds: f1  f2",
+		"lower/ still holds: f1  f2  f3",
 		"why:",
 	} {
 		if !strings.Contains(text, want) {

@@ -75,31 +75,34 @@ func runDifferential(t *testing.T, seed int64, nops int) {
 	mountLayerfs(t, st, lmnt)
 
 	repro := fmt.Sprintf("LAYERFS_DIFF_SEED=%d LAYERFS_DIFF_OPS=%d go test -count=1 -run TestDifferential ./integration/", seed, nops)
+	// A divergence is reported with the operations before it; the run goes on, so that a
+	// program with several known divergences shows them all (later ones may be consequences).
+	r := &divergences{t: t, seed: seed, repro: repro}
+	defer r.report()
+
 	g := &opGen{rnd: rand.New(rand.NewSource(seed))}
 	kprev := snapshot(t, kmnt, false)
 	lprev := snapshot(t, lmnt, true)
-	compareTrees(t, kprev, lprev)
-	if t.Failed() {
-		t.Fatalf("views differ before any operation; reproduce: %s", repro)
-	}
+	r.trees("before any operation", compareTrees, kprev, lprev)
 	g.update(kprev)
-	var history []string
-	for i := 0; i < nops; i++ {
+	for i := 0; i < nops && !r.full(); i++ {
 		o := g.next()
-		want := o.apply(kmnt)
-		got := o.apply(lmnt)
-		history = append(history, fmt.Sprintf("%4d %-60s %s", i, o, want))
+		var want, got string
+		if doc, ok := documented[o.Kind]; ok {
+			want, got = doc(o, kmnt), o.apply(lmnt)
+		} else {
+			want, got = o.apply(kmnt), o.apply(lmnt)
+		}
+		r.history = append(r.history, fmt.Sprintf("%4d %-60s %s", i, o, want))
 		if want != got {
-			t.Fatalf("seed %d op %d: %s\n kernel:  %s\n layerfs: %s\nlast ops:\n%s\nreproduce: %s",
-				seed, i, o, want, got, tail(history, 15), repro)
+			r.add(fmt.Sprintf("op %d: %s\n kernel:  %s\n %-8s %s", i, o, want, testedName()+":", got))
 		}
 		if (i+1)%25 == 0 || i == nops-1 {
 			k := snapshot(t, kmnt, false)
 			l := snapshot(t, lmnt, true)
-			compareCheckpoint(t, kprev, lprev, k, l)
-			if t.Failed() {
-				t.Fatalf("seed %d: trees differ after op %d\nlast ops:\n%s\nreproduce: %s", seed, i, tail(history, 25), repro)
-			}
+			r.trees(fmt.Sprintf("trees after op %d", i), func(t testing.TB, a, b tree) {
+				compareKeptTimes(t, a, b)
+			}, k, l)
 			kprev, lprev = k, l
 			g.update(k)
 		}
@@ -110,20 +113,60 @@ func runDifferential(t *testing.T, seed int64, nops int) {
 	unmountKernelNow(t, kmnt)
 	k2, l2 := mkdir(t, root, "k2"), mkdir(t, root, "l2")
 	mountKernel(t, st, k2, kernelOpts...)
-	compareTrees(t, lprev, snapshot(t, k2, false))
-	if t.Failed() {
-		t.Fatalf("seed %d: the kernel shows layerfs's upper differently; reproduce: %s", seed, repro)
-	}
+	r.trees("the kernel mounting layerfs's upper (kernel) vs layerfs before unmount", compareTrees, snapshot(t, k2, false), lprev)
 	mountLayerfs(t, kst, l2)
-	compareTrees(t, kprev, snapshot(t, l2, true))
-	if t.Failed() {
-		t.Fatalf("seed %d: layerfs shows the kernel's upper differently; reproduce: %s", seed, repro)
+	r.trees("layerfs mounting the kernel's upper (layerfs) vs the kernel before unmount", compareTrees, kprev, snapshot(t, l2, true))
+}
+
+// divergences collects what one seed's run found.
+type divergences struct {
+	t       *testing.T
+	seed    int64
+	repro   string
+	history []string
+	found   []string
+}
+
+func (r *divergences) full() bool { return len(r.found) >= 12 }
+
+func (r *divergences) add(what string) {
+	r.found = append(r.found, fmt.Sprintf("%s\nlast ops:\n%s", what, tail(r.history, 12)))
+}
+
+// trees compares two trees with cmp and records the differences, if any, as one divergence.
+func (r *divergences) trees(what string, cmp func(testing.TB, tree, tree), a, b tree) {
+	rec := &recorder{}
+	cmp(rec, a, b)
+	if len(rec.msgs) > 0 {
+		r.add(what + ":\n" + strings.Join(rec.msgs, "\n"))
 	}
 }
 
-// compareCheckpoint compares two trees like compareTrees, but mtimes only where they tell:
+func (r *divergences) report() {
+	if len(r.found) == 0 {
+		return
+	}
+	r.t.Errorf("seed %d: %d divergences from the kernel\n\n%s\n\nreproduce: %s",
+		r.seed, len(r.found), strings.Join(r.found, "\n\n"), r.repro)
+}
+
+// recorder is a testing.TB that keeps what a comparison reports instead of failing.
+type recorder struct {
+	testing.TB
+	msgs []string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Errorf(format string, args ...any) {
+	if len(r.msgs) < 20 {
+		r.msgs = append(r.msgs, fmt.Sprintf(format, args...))
+	}
+}
+func (r *recorder) Fatalf(format string, args ...any) { r.Errorf(format, args...) }
+
+// compareKeptTimes compares two trees like compareTrees, but mtimes only where they tell:
 // a time the stack was built with must be kept by both or changed by both.
-func compareCheckpoint(t testing.TB, kprev, lprev, k, l tree) {
+func compareKeptTimes(t testing.TB, k, l tree) {
 	t.Helper()
 	oldNs := old.UnixNano()
 	kk, ll := tree{}, tree{}

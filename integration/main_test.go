@@ -54,3 +54,6 @@ func needMounts(t testing.TB) {
 		t.Skip(skipReason)
 	}
 }
+
+// testedName names the program under test in reports.
+func testedName() string { return filepath.Base(bin) }

@@ -129,6 +129,14 @@ func (o op) apply(root string) string {
 		return errName(unix.Lsetxattr(p(o.A), o.B, o.Data, 0))
 	case "removexattr":
 		return errName(unix.Lremovexattr(p(o.A), o.B))
+	case "setxattr-private":
+		return errName(unix.Lsetxattr(p(o.A), "trusted.overlay.opaque", []byte("y"), 0))
+	case "create-marker":
+		fd, err := unix.Open(p(o.A), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|wflags, 0o644)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return errName(err)
 	case "read":
 		// O_NONBLOCK: a fifo must not wait for a writer.
 		data, err := readNonblock(p(o.A))
@@ -271,6 +279,31 @@ var opKinds = []struct {
 	{"rename", 8}, {"rename-noreplace", 3}, {"rename-exchange", 3}, {"link", 4}, {"symlink", 3},
 	{"chmod", 4}, {"chown", 3}, {"utimes", 3}, {"setxattr", 4}, {"removexattr", 3},
 	{"read", 6}, {"readdir", 4}, {"stat", 4},
+	{"setxattr-private", 1}, {"create-marker", 1},
+}
+
+// documented lists the kinds where layerfs differs from the kernel on purpose (README, "What
+// differs"): they run on layerfs only, and its answer is checked against what the README
+// promises, given what the kernel's view shows at that moment.
+var documented = map[string]func(o op, kernelRoot string) string{
+	// Private attributes cannot be set through the mount (the kernel escapes them instead).
+	"setxattr-private": func(o op, k string) string {
+		if err := unix.Lstat(filepath.Join(k, o.A), new(unix.Stat_t)); err != nil {
+			return errName(err)
+		}
+		return "EPERM"
+	},
+	// ".wh.*" names are layer markers and cannot be created (the kernel allows them).
+	"create-marker": func(o op, k string) string {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(k, filepath.Dir(o.A)), &st); err != nil {
+			return errName(err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return "ENOTDIR"
+		}
+		return "EINVAL"
+	},
 }
 
 func (g *opGen) next() op {
@@ -308,6 +341,10 @@ func (g *opGen) next() op {
 		o.A, o.B = g.existing(), g.target()
 	case "symlink":
 		o.A, o.B = g.target(), filepath.Base(g.existing())
+	case "setxattr-private":
+		o.A = g.existing()
+	case "create-marker":
+		o.A = filepath.Join(g.dirs[g.rnd.Intn(len(g.dirs))], ".wh.marker")
 	case "chmod":
 		o.A, o.Mode = g.existing(), uint32(g.rnd.Intn(0o7777))
 	case "chown":

@@ -247,11 +247,11 @@ func compareTrees(t testing.TB, want, got tree) {
 		g, inG := got[p]
 		switch {
 		case !inW:
-			t.Errorf("%s: shown by layerfs (%+v) but not by the kernel", p, g)
+			t.Errorf("%s: shown by %s (%+v) but not by the kernel", p, testedName(), g)
 		case !inG:
-			t.Errorf("%s: shown by the kernel (%+v) but not by layerfs", p, w)
+			t.Errorf("%s: shown by the kernel (%+v) but not by %s", p, w, testedName())
 		case w != g && !equalButIno(w, g):
-			t.Errorf("%s differs:\n kernel  %+v\n layerfs %+v", p, w, g)
+			t.Errorf("%s differs:\n kernel  %+v\n %-7s %+v", p, w, testedName(), g)
 		default:
 			continue
 		}
@@ -261,7 +261,7 @@ func compareTrees(t testing.TB, want, got tree) {
 	}
 	wg, gg := want.inodeGroups(), got.inodeGroups()
 	if strings.Join(wg, "\n") != strings.Join(gg, "\n") {
-		t.Errorf("names sharing an inode differ:\n kernel  %q\n layerfs %q", wg, gg)
+		t.Errorf("names sharing an inode differ:\n kernel  %q\n %-7s %q", wg, testedName(), gg)
 	}
 }
 

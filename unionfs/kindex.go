@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -56,7 +57,16 @@ func readKernelIndex(workdir string) (kernelIndex, int) {
 // (version, magic 0xfb, length, flags, handle type, 16-byte uuid, handle).
 func parseIndexName(name string) (uint64, bool) {
 	b, err := hex.DecodeString(name)
-	if err != nil || len(b) < 21+4 || b[1] != 0xfb || int(b[2]) != len(b) {
+	if err != nil {
+		return 0, false
+	}
+	return parseFH(b)
+}
+
+// parseFH decodes the inode number from a struct ovl_fb, as the kernel stores it in index
+// names and in the overlay.origin attribute.
+func parseFH(b []byte) (uint64, bool) {
+	if len(b) < 21+4 || b[1] != 0xfb || int(b[2]) != len(b) {
 		return 0, false
 	}
 	switch b[4] {
@@ -89,12 +99,41 @@ func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *reso
 	if unix.Fstat(d.fd, &st) != nil {
 		return false
 	}
-	if err := unix.Linkat(u.kindexFd, entry, d.fd, name, 0); err != nil && !errors.Is(err, unix.EEXIST) {
-		u.logf("link %s from the kernel's index: %v", name, err)
+	if err := unix.Linkat(u.kindexFd, entry, d.fd, name, 0); err != nil {
+		if !errors.Is(err, unix.EEXIST) {
+			u.logf("link %s from the kernel's index: %v", name, err)
+		}
 		return false
 	}
 	restoreTimes(d.fd, &st)
+	// The new link is a name the object had already: count it out of the kernel's
+	// overlay.nlink, and record the merged number the name had, as copy-up does.
+	u.adjustKernelNlink(u.kindexFd, entry, -1)
+	unix.Lsetxattr("/proc/self/fd/"+strconv.Itoa(d.fd)+"/"+name, u.xattrPrefix()+originAttr,
+		[]byte(strconv.FormatUint(res.ino, 10)), 0)
 	return true
+}
+
+// adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
+func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
+		var buf [32]byte
+		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
+		if err != nil {
+			continue
+		}
+		v := string(buf[:sz])
+		if len(v) < 2 || v[0] != 'U' {
+			return
+		}
+		n, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
+		if err != nil {
+			return
+		}
+		unix.Lsetxattr(p, prefix+"nlink", []byte(fmt.Sprintf("U%+d", n+delta)), 0)
+		return
+	}
 }
 
 // mergedNlink applies the kernel's overlay.nlink attribute of an indexed upper object: "U-1"
@@ -134,4 +173,22 @@ func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
 		return uint64(int64(nlink) + int64(d))
 	}
 	return nlink
+}
+
+// kernelOrigin returns the merged number of the lower object an upper object was copied up
+// from by the kernel (its overlay.origin), where that number can be known: with all layers on
+// one filesystem, it is the lower object's own number.
+func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
+	if !u.sameFS {
+		return 0, false
+	}
+	var buf [128]byte
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
+		sz, err := unix.Lgetxattr(p, prefix+"origin", buf[:])
+		if err == nil {
+			return parseFH(buf[:sz])
+		}
+	}
+	return 0, false
 }

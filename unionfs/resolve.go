@@ -111,6 +111,8 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 				if l.upper {
 					if ino, ok := u.readOrigin(fd, name); ok {
 						res.ino = ino
+					} else if ino, ok := u.kernelOrigin(fd, name); ok {
+						res.ino = ino
 					}
 					res.st.Nlink = u.mergedNlink(fd, name, &res.st)
 				}

@@ -123,13 +123,50 @@ func (d *demo) walk() error {
 		{"cat merged/f1", "f1 is only in the lower layer, so the merged view reads it from there.",
 			func() (string, error) { return readFile(filepath.Join(d.mnt, "f1")) }},
 	}
+	steps = append(steps, []struct {
+		cmd, why string
+		act      func() (string, error)
+	}{
+		{"echo f5 > merged/f5", "new files always land in the upper layer; the lower layer is never written.",
+			func() (string, error) {
+				return "", os.WriteFile(filepath.Join(d.mnt, "f5"), []byte("f5 new\n"), 0o644)
+			}},
+		{"rm merged/f2", "f2 lives in the read-only lower layer, so it cannot really go: a whiteout " +
+			"(a character device 0/0) named f2 in the upper layer hides it from the merged view.",
+			func() (string, error) { return "", os.Remove(filepath.Join(d.mnt, "f2")) }},
+		{"echo more >> merged/f1", "f1 was only in the lower layer: it is copied up into the upper layer " +
+			"first, then changed there (copy-up on write).",
+			func() (string, error) {
+				f, err := os.OpenFile(filepath.Join(d.mnt, "f1"), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return "", err
+				}
+				if _, err := f.WriteString("more\n"); err != nil {
+					f.Close()
+					return "", err
+				}
+				return "", f.Close()
+			}},
+		{"cat merged/f1 lower/f1", "the merged view shows the changed copy; the lower layer still has the original.",
+			func() (string, error) {
+				a, err := readFile(filepath.Join(d.mnt, "f1"))
+				if err != nil {
+					return "", err
+				}
+				b, err := readFile(filepath.Join(d.lower, "f1"))
+				return "merged/f1: " + a + "lower/f1:  " + b, err
+			}},
+	}...)
 	for i, s := range steps {
 		if err := d.step(i+1, s.cmd, s.why, s.act); err != nil {
 			return err
 		}
 	}
-	d.say("The write steps of the walkthrough (add f5, delete f2, append to f1) come with the")
-	d.say("write path, which this build does not have yet.")
+	lower, err := listing(d.lower)
+	if err != nil {
+		return err
+	}
+	d.say("lower/ still holds: %s (untouched)", lower)
 	d.say("")
 	d.say("$ fusermount3 -u merged    (the demo unmounts and removes %s)", d.root)
 	return nil
