@@ -57,24 +57,45 @@ func TestDifferential(t *testing.T) {
 	needMounts(t)
 	for _, seed := range diffSeeds(t) {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			runDifferential(t, seed, diffOps())
+			runDifferential(t, seed, diffOps(), mode{kernel: kernelOpts})
 		})
 	}
+}
+
+// TestDifferentialRedirect is TestDifferential with redirect_dir=on on both sides: directories
+// with lower parts can be renamed, and each upper must show the same under the other.
+func TestDifferentialRedirect(t *testing.T) {
+	needMounts(t)
+	m := mode{
+		kernel:  []string{"index=on", "redirect_dir=on", "metacopy=off"},
+		layerfs: []string{"-o", "redirect_dir=on"},
+	}
+	for _, seed := range diffSeeds(t) {
+		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+			runDifferential(t, seed, diffOps(), m)
+		})
+	}
+}
+
+// mode is how both sides of a differential run are mounted.
+type mode struct {
+	kernel  []string // kernel overlayfs options
+	layerfs []string // extra arguments for the program under test
 }
 
 // prevTimes remembers, per path, whether its mtime was still the stack's original one.
 type prevTimes map[string]int64
 
-func runDifferential(t *testing.T, seed int64, nops int) {
+func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 	root := t.TempDir()
 	st := buildReadStack(t, filepath.Join(root, "l"))
 	copyTree(t, filepath.Join(root, "l"), filepath.Join(root, "k"))
 	kst := rebase(st, filepath.Join(root, "l"), filepath.Join(root, "k"))
 	kmnt, lmnt := mkdir(t, root, "kmnt"), mkdir(t, root, "lmnt")
-	mountKernel(t, kst, kmnt, kernelOpts...)
-	mountLayerfs(t, st, lmnt)
+	mountKernel(t, kst, kmnt, m.kernel...)
+	mountLayerfs(t, st, lmnt, m.layerfs...)
 
-	repro := fmt.Sprintf("LAYERFS_DIFF_SEED=%d LAYERFS_DIFF_OPS=%d go test -count=1 -run TestDifferential ./integration/", seed, nops)
+	repro := fmt.Sprintf("LAYERFS_DIFF_SEED=%d LAYERFS_DIFF_OPS=%d go test -count=1 -run '%s' ./integration/", seed, nops, t.Name())
 	// A divergence is reported with the operations before it; the run goes on, so that a
 	// program with several known divergences shows them all (later ones may be consequences).
 	r := &divergences{t: t, seed: seed, repro: repro}
@@ -112,9 +133,9 @@ func runDifferential(t *testing.T, seed int64, nops int) {
 	unmountFuse(t, lmnt)
 	unmountKernelNow(t, kmnt)
 	k2, l2 := mkdir(t, root, "k2"), mkdir(t, root, "l2")
-	mountKernel(t, st, k2, kernelOpts...)
+	mountKernel(t, st, k2, m.kernel...)
 	r.trees("the kernel mounting layerfs's upper (kernel) vs layerfs before unmount", compareTrees, snapshot(t, k2, false), lprev)
-	mountLayerfs(t, kst, l2)
+	mountLayerfs(t, kst, l2, m.layerfs...)
 	r.trees("layerfs mounting the kernel's upper (layerfs) vs the kernel before unmount", compareTrees, kprev, snapshot(t, l2, true))
 }
 

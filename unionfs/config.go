@@ -23,6 +23,9 @@ type Config struct {
 	UserXattr bool
 	// Volatile skips fsync, as the kernel's volatile option does.
 	Volatile bool
+	// RedirectDir says whether renaming a directory with lower parts is allowed (recording
+	// where they are, as the kernel's redirect_dir=on) and whether such records are followed.
+	RedirectDir RedirectMode
 	// Debug logs every FUSE operation to DebugLog.
 	Debug bool
 	// DebugLog receives the operation trace; nil means no trace.
@@ -42,3 +45,14 @@ var ErrConfig = errors.New("invalid configuration")
 func configErr(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
 }
+
+// RedirectMode is the kernel's redirect_dir setting.
+type RedirectMode int
+
+// Redirect modes. The zero value follows redirects but makes none: renaming a directory with
+// lower parts fails with EXDEV (the kernel's "follow", its usual default).
+const (
+	RedirectFollow   RedirectMode = iota // follow, do not create (EXDEV)
+	RedirectOn                           // follow and create
+	RedirectNoFollow                     // neither (EXDEV)
+)

@@ -64,12 +64,13 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	}
 	n.copyMu.Lock()
 	defer n.copyMu.Unlock()
-	top, layers := n.where()
-	if n.u.layers[top].upper {
+	parts := n.parts()
+	top := parts[0]
+	if n.u.layers[top.layer].upper {
 		return 0 // copied up while we waited
 	}
 	path := n.path()
-	st, err := n.u.copyUpOne(path, top, n.StableAttr().Ino, withData)
+	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, withData)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -77,15 +78,16 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if err := n.u.upper().stat(path, &ust); err != nil {
 		return toErrno(err)
 	}
+	up := part{layer: 0, path: path}
 	if isDirStat(&st) {
-		n.setWhere(0, append([]int{0}, layers...), &ust)
+		n.setWhere(append([]part{up}, parts...), &ust)
 		return 0
 	}
-	n.setWhere(0, nil, &ust)
+	n.setWhere([]part{up}, &ust)
 	if st.Nlink > 1 {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).
-		if err := n.u.linkUpOthers(ctx, n.Root().Operations().(*node), n.u.layers[top], st.Ino, path); err != nil {
+		if err := n.u.linkUpOthers(ctx, n.Root().Operations().(*node), top, st.Ino, path); err != nil {
 			n.u.logf("link-up of other names of %s: %v", path, err)
 			return toErrno(err)
 		}
@@ -93,13 +95,14 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	return 0
 }
 
-// copyUpOne copies the object at path from layer top into the upper, whose parent directory
-// must exist there already, and returns the source's stat. The parent's times are put back:
-// a copy-up is no change of the merged directory.
-func (u *unionFS) copyUpOne(path string, top int, ino uint64, withData bool) (unix.Stat_t, error) {
+// copyUpOne copies the object at src into the upper at path, whose parent directory must
+// exist there already, and returns the source's stat. The parent's times are put back: a
+// copy-up is no change of the merged directory.
+func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, withData bool) (unix.Stat_t, error) {
 	var st, parentSt unix.Stat_t
+	sdir, sname := splitPath(srcPart.path)
 	dir, name := splitPath(path)
-	src, err := u.layers[top].openDir(dir)
+	src, err := u.layers[srcPart.layer].openDir(sdir)
 	if err != nil {
 		return st, err
 	}
@@ -109,7 +112,7 @@ func (u *unionFS) copyUpOne(path string, top int, ino uint64, withData bool) (un
 		return st, err
 	}
 	defer dst.release()
-	if err := unix.Fstatat(src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(src.fd, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return st, err
 	}
 	if err := unix.Fstat(dst.fd, &parentSt); err != nil {
@@ -124,7 +127,7 @@ func (u *unionFS) copyUpOne(path string, top int, ino uint64, withData bool) (un
 	if !isDirStat(&st) {
 		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(ino, 10))}
 	}
-	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, dst.fd, name, opt); err != nil {
+	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: sname, Stat: st}, dst.fd, name, opt); err != nil {
 		u.logf("%v", err)
 		return st, unwrapErrno(err)
 	}
@@ -149,7 +152,7 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 	if errno := cur.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	_, layers := cur.where()
+	parts := cur.parts()
 	curPath := ""
 	for _, c := range splitAll(path) {
 		childPath := joinPath(curPath, c)
@@ -159,14 +162,13 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 					if errno := cn.copyUp(ctx, true); errno != 0 {
 						return errno
 					}
-					cur, curPath = cn, childPath
-					_, layers = cn.where()
+					cur, curPath, parts = cn, childPath, cn.parts()
 					continue
 				}
 			}
 			cur = nil
 		}
-		dirs := u.newParentDirs(curPath, layers)
+		dirs := u.newParentDirs(parts)
 		res, errno := u.resolve(dirs, c)
 		dirs.release()
 		if errno != 0 {
@@ -175,13 +177,13 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 		if !isDirStat(&res.st) {
 			return syscall.ENOTDIR
 		}
-		if !u.layers[res.top].upper {
-			if _, err := u.copyUpOne(childPath, res.top, res.ino, true); err != nil && !errors.Is(err, unix.EEXIST) {
+		if !u.layers[res.top()].upper {
+			if _, err := u.copyUpOne(res.parts[0], childPath, res.ino, true); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
-			res.dirLayers = append([]int{0}, res.dirLayers...)
+			res.parts = append([]part{{layer: 0, path: childPath}}, res.parts...)
 		}
-		curPath, layers = childPath, res.dirLayers
+		curPath, parts = childPath, res.parts
 	}
 	return nil
 }

@@ -204,10 +204,7 @@ func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.I
 	if err := unix.Fstatat(s.dir.fd, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, toErrno(err)
 	}
-	res := resolution{top: 0, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		res.dirLayers = []int{0}
-	}
+	res := resolution{parts: []part{{layer: 0, path: joinPath(n.path(), s.name)}}, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
 	return n.newChild(ctx, &res, out), 0
 }
 

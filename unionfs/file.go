@@ -57,7 +57,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	fd, err := n.topLayer().open(n.path(), int(flags&^openFlagsMask), 0)
+	top := n.top()
+	fd, err := n.u.layers[top.layer].open(top.path, int(flags&^openFlagsMask), 0)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}

@@ -65,8 +65,9 @@ func walkLayer(rootFd int, rel string, fn func(string, *unix.Stat_t)) error {
 }
 
 // linkUpOthers links the upper copy at donePath under every other name by which the merged
-// view shows the same lower object (real inode realIno of layer l).
-func (u *unionFS) linkUpOthers(ctx context.Context, root *node, l *layer, realIno uint64, donePath string) error {
+// view shows the same lower object (real inode realIno, found at src).
+func (u *unionFS) linkUpOthers(ctx context.Context, root *node, src part, realIno uint64, donePath string) error {
+	l := u.layers[src.layer]
 	paths, err := l.hardlinkPaths(realIno)
 	if err != nil {
 		return err
@@ -77,7 +78,7 @@ func (u *unionFS) linkUpOthers(ctx context.Context, root *node, l *layer, realIn
 			continue
 		}
 		res, errno := u.resolvePath(p)
-		if errno != 0 || res.top != l.index || res.st.Ino != realIno {
+		if errno != 0 || res.top() != l.index || res.st.Ino != realIno {
 			continue // hidden, or shadowed by something else
 		}
 		dir, name := splitPath(p)
@@ -116,20 +117,19 @@ func (u *unionFS) linkInUpper(fromDir, fromName, toDir, toName string) error {
 
 // resolvePath resolves a whole merged path from the root.
 func (u *unionFS) resolvePath(path string) (resolution, syscall.Errno) {
-	layers := make([]int, len(u.layers))
-	for i := range layers {
-		layers[i] = i
+	parts := make([]part, len(u.layers))
+	for i := range parts {
+		parts[i] = part{layer: i}
 	}
-	cur := ""
 	var res resolution
 	for _, c := range splitAll(path) {
-		dirs := u.newParentDirs(cur, layers)
+		dirs := u.newParentDirs(parts)
 		r, errno := u.resolve(dirs, c)
 		dirs.release()
 		if errno != 0 {
 			return r, errno
 		}
-		res, cur, layers = r, joinPath(cur, c), r.dirLayers
+		res, parts = r, r.parts
 	}
 	return res, 0
 }

@@ -80,7 +80,7 @@ func parseFH(b []byte) (uint64, bool) {
 // up into its index, so that it shows the copy. It reports whether it did.
 func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *resolution) bool {
 	u := n.u
-	if u.kindex == nil || !u.hasUpper || u.layers[res.top].upper || isDirStat(&res.st) || res.st.Nlink < 2 {
+	if u.kindex == nil || !u.hasUpper || u.layers[res.top()].upper || isDirStat(&res.st) || res.st.Nlink < 2 {
 		return false
 	}
 	entry, ok := u.kindex[res.st.Ino]

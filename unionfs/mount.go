@@ -34,9 +34,9 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	root := &node{u: u, top: 0, tmpFd: -1}
+	root := &node{u: u, tmpFd: -1}
 	for i := range u.layers {
-		root.dirLayers = append(root.dirLayers, i)
+		root.where = append(root.where, part{layer: i})
 	}
 	var rst unix.Stat_t
 	if err := unix.Fstat(u.layers[0].fd, &rst); err != nil {

@@ -21,11 +21,10 @@ type node struct {
 	copyMu sync.Mutex
 
 	mu sync.Mutex
-	// top is the layer index of the topmost object.
-	top int
-	// dirLayers lists, for a directory, the layers whose directories merge into it, topmost
-	// first (top included).
-	dirLayers []int
+	// where lists the layers the object lives in, topmost first: one for a non-directory,
+	// every merged layer directory for a directory. The upper part's path is not kept (see
+	// part); use parts().
+	where []part
 	// dev and ino identify the topmost object itself, so that an operation can tell the
 	// object from another one that has taken its name since (a rename over it).
 	dev, ino uint64
@@ -49,16 +48,36 @@ func (n *node) path() string {
 	return n.Path(n.Root())
 }
 
-// where returns the node's top layer index and a copy of its directory layers.
-func (n *node) where() (int, []int) {
+// parts returns where the node lives, with the upper part's path filled in.
+func (n *node) parts() []part {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.top, append([]int(nil), n.dirLayers...)
+	ps := append([]part(nil), n.where...)
+	n.mu.Unlock()
+	for i := range ps {
+		if n.u.layers[ps[i].layer].upper {
+			ps[i].path = n.path()
+		}
+	}
+	return ps
 }
 
-func (n *node) setWhere(top int, dirLayers []int, st *unix.Stat_t) {
+// top returns the topmost part.
+func (n *node) top() part { return n.parts()[0] }
+
+// lowerParts returns the parts below the upper.
+func (n *node) lowerParts() []part {
+	var out []part
+	for _, p := range n.parts() {
+		if !n.u.layers[p.layer].upper {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (n *node) setWhere(parts []part, st *unix.Stat_t) {
 	n.mu.Lock()
-	n.top, n.dirLayers = top, dirLayers
+	n.where = parts
 	n.dev, n.ino = st.Dev, st.Ino
 	n.mu.Unlock()
 }
@@ -71,18 +90,19 @@ func (n *node) isSelf(st *unix.Stat_t) bool {
 }
 
 func (n *node) topLayer() *layer {
-	top, _ := n.where()
-	return n.u.layers[top]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.u.layers[n.where[0].layer]
 }
 
 // newChild makes (or finds, for a hard link or a name seen before) the inode for res.
 func (n *node) newChild(ctx context.Context, res *resolution, out *fuse.EntryOut) *fs.Inode {
-	child := &node{u: n.u, top: res.top, dirLayers: res.dirLayers, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
+	child := &node{u: n.u, where: res.parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
 	if got, ok := ch.Operations().(*node); ok && got != child {
-		got.setWhere(res.top, res.dirLayers, &res.st)
+		got.setWhere(res.parts, &res.st)
 	}
-	fillAttr(&out.Attr, &res.st, res.ino, len(res.dirLayers))
+	fillAttr(&out.Attr, &res.st, res.ino, len(res.parts))
 	return ch
 }
 
@@ -116,18 +136,12 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if whiteout.IsMarkerName(name) {
 		return nil, syscall.ENOENT
 	}
-	_, layers := n.where()
-	dirs := n.u.newParentDirs(n.path(), layers)
-	defer dirs.release()
-	res, errno := n.u.resolve(dirs, name)
+	res, errno := n.resolveChild(name)
 	if errno != 0 {
 		return nil, errno
 	}
 	if n.linkUpFromKernelIndex(ctx, name, &res) {
-		dirs.release()
-		_, layers = n.where()
-		dirs = n.u.newParentDirs(n.path(), layers)
-		if res, errno = n.u.resolve(dirs, name); errno != 0 {
+		if res, errno = n.resolveChild(name); errno != 0 {
 			return nil, errno
 		}
 	}
@@ -136,9 +150,10 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr stats the topmost object.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	top, layers := n.where()
+	parts := n.parts()
+	top := parts[0]
 	var st unix.Stat_t
-	err := n.u.layers[top].stat(n.path(), &st)
+	err := n.u.layers[top.layer].stat(top.path, &st)
 	if err != nil && !missing(err) {
 		return toErrno(err)
 	}
@@ -164,20 +179,21 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			return syscall.ENOENT
 		}
 	}
-	if n.u.layers[top].upper && st.Nlink > 1 && !isDirStat(&st) {
+	if n.u.layers[top.layer].upper && st.Nlink > 1 && !isDirStat(&st) {
 		if d, err := n.u.upper().openDir(""); err == nil {
-			st.Nlink = n.u.mergedNlink(d.fd, n.path(), &st)
+			st.Nlink = n.u.mergedNlink(d.fd, top.path, &st)
 			d.release()
 		}
 	}
-	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(layers))
+	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
 	return 0
 }
 
 // Readlink reads the symlink's target from its layer.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	dir, name := splitPath(n.path())
-	d, err := n.topLayer().openDir(dir)
+	top := n.top()
+	dir, name := splitPath(top.path)
+	d, err := n.u.layers[top.layer].openDir(dir)
 	if err != nil {
 		return nil, toErrno(err)
 	}

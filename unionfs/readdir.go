@@ -11,15 +11,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mergedEntries lists the merged directory at path whose layer directories are layers. The
+// mergedEntries lists the merged directory whose layer directories are parts. The
 // candidates are every name in every contributing layer directory; each is then resolved
 // exactly as Lookup resolves it, so a listing never shows a name that lookup hides (or the
 // other way round), and d_ino equals st_ino. With limit > 0 it stops after that many entries.
-func (u *unionFS) mergedEntries(path string, layers []int, limit int) ([]fuse.DirEntry, syscall.Errno) {
+func (u *unionFS) mergedEntries(parts []part, limit int) ([]fuse.DirEntry, syscall.Errno) {
 	var candidates []string
 	seen := map[string]bool{}
-	for _, li := range layers {
-		names, err := u.layers[li].readNames(path)
+	for _, p := range parts {
+		names, err := u.layers[p.layer].readNames(p.path)
 		if err != nil {
 			if missing(err) {
 				continue
@@ -34,7 +34,7 @@ func (u *unionFS) mergedEntries(path string, layers []int, limit int) ([]fuse.Di
 			candidates = append(candidates, name)
 		}
 	}
-	dirs := u.newParentDirs(path, layers)
+	dirs := u.newParentDirs(parts)
 	defer dirs.release()
 	var entries []fuse.DirEntry
 	for _, name := range candidates {
@@ -55,8 +55,7 @@ func (u *unionFS) mergedEntries(path string, layers []int, limit int) ([]fuse.Di
 
 // Readdir lists the merged directory, with "." and "..".
 func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	_, layers := n.where()
-	list, errno := n.u.mergedEntries(n.path(), layers, 0)
+	list, errno := n.u.mergedEntries(n.parts(), 0)
 	if errno != 0 {
 		return nil, errno
 	}

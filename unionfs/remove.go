@@ -18,8 +18,7 @@ func (n *node) resolveChild(name string) (resolution, syscall.Errno) {
 	if whiteout.IsMarkerName(name) {
 		return resolution{}, syscall.ENOENT
 	}
-	_, layers := n.where()
-	dirs := n.u.newParentDirs(n.path(), layers)
+	dirs := n.u.newParentDirs(n.parts())
 	defer dirs.release()
 	return n.u.resolve(dirs, name)
 }
@@ -27,17 +26,11 @@ func (n *node) resolveChild(name string) (resolution, syscall.Errno) {
 // lowerHas reports whether a lower layer of directory n shows name: removing it from the
 // upper (or moving it away) must then leave a whiteout.
 func (n *node) lowerHas(name string) (bool, syscall.Errno) {
-	_, layers := n.where()
-	var lowers []int
-	for _, li := range layers {
-		if !n.u.layers[li].upper {
-			lowers = append(lowers, li)
-		}
-	}
+	lowers := n.lowerParts()
 	if len(lowers) == 0 {
 		return false, 0
 	}
-	dirs := n.u.newParentDirs(n.path(), lowers)
+	dirs := n.u.newParentDirs(lowers)
 	defer dirs.release()
 	_, errno := n.u.resolve(dirs, name)
 	switch errno {
@@ -53,7 +46,7 @@ func isDirStat(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDI
 
 // hasLowerParts reports whether a resolved object has anything in a lower layer.
 func (u *unionFS) hasLowerParts(res *resolution) bool {
-	return !u.layers[res.top].upper || len(res.dirLayers) > 1
+	return !u.layers[res.top()].upper || len(res.parts) > 1
 }
 
 // Unlink removes a non-directory; a name that a lower layer holds is replaced by a whiteout.
@@ -78,33 +71,33 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !isDirStat(&res.st) {
 		return syscall.ENOTDIR
 	}
-	if errno := n.u.checkEmpty(joinPath(n.path(), name), res.dirLayers); errno != 0 {
+	if errno := n.u.checkEmpty(res.parts); errno != 0 {
 		return errno
 	}
 	return n.remove(ctx, name, &res, true)
 }
 
-// checkEmpty answers ENOTEMPTY unless the merged directory at path can be removed: it shows
+// checkEmpty answers ENOTEMPTY unless the merged directory of parts can be removed: it shows
 // no entry, and, as the kernel requires, no lower part of it holds an xattr whiteout (the
 // kernel's emptiness check counts those as entries, though its listing hides them).
-func (u *unionFS) checkEmpty(path string, layers []int) syscall.Errno {
-	entries, errno := u.mergedEntries(path, layers, 1)
+func (u *unionFS) checkEmpty(parts []part) syscall.Errno {
+	entries, errno := u.mergedEntries(parts, 1)
 	if errno != 0 {
 		return errno
 	}
 	if len(entries) > 0 {
 		return syscall.ENOTEMPTY
 	}
-	for _, li := range layers {
-		l := u.layers[li]
+	for _, p := range parts {
+		l := u.layers[p.layer]
 		if l.upper {
 			continue
 		}
-		names, err := l.readNames(path)
+		names, err := l.readNames(p.path)
 		if err != nil {
 			continue
 		}
-		d, err := l.openDir(path)
+		d, err := l.openDir(p.path)
 		if err != nil {
 			continue
 		}
@@ -139,7 +132,7 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		return toErrno(err)
 	}
 	defer d.release()
-	inUpper := n.u.layers[res.top].upper
+	inUpper := n.u.layers[res.top()].upper
 	if !inUpper && !isDir && res.st.Nlink > 1 {
 		// Removing one name of a lower hard link: the other names stay one object, one link
 		// fewer, so the object is copied up (linking all its names) before this one goes.

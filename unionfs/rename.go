@@ -76,13 +76,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return syscall.ENOTDIR
 	case !exchange && dstExists && !srcIsDir && dstIsDir:
 		return syscall.EISDIR
-	case srcIsDir && n.u.hasLowerParts(&src):
+	case srcIsDir && n.u.hasLowerParts(&src) && n.u.cfg.RedirectDir != RedirectOn:
 		return syscall.EXDEV
-	case exchange && dstIsDir && n.u.hasLowerParts(&dst):
+	case exchange && dstIsDir && n.u.hasLowerParts(&dst) && n.u.cfg.RedirectDir != RedirectOn:
 		return syscall.EXDEV
 	}
 	if !exchange && dstIsDir {
-		if errno := n.u.checkEmpty(joinPath(np.path(), newName), dst.dirLayers); errno != 0 {
+		if errno := n.u.checkEmpty(dst.parts); errno != 0 {
 			return errno
 		}
 	}
@@ -97,11 +97,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno := np.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	if exchange || (dstExists && !dstIsDir && !n.u.layers[dst.top].upper && dst.st.Nlink > 1) {
+	var dstNode *node
+	if exchange || (dstExists && !dstIsDir && !n.u.layers[dst.top()].upper && dst.st.Nlink > 1) {
 		// Exchanged objects are both changed; an overwritten name of a lower hard link
 		// leaves its other names one link fewer, so the object is linked up first.
-		dstNode, errno := np.childNode(ctx, newName)
-		if errno != 0 {
+		if dstNode, errno = np.childNode(ctx, newName); errno != 0 {
 			return errno
 		}
 		if errno := dstNode.copyUp(ctx, true); errno != 0 {
@@ -149,14 +149,15 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 
-	// Directories arriving in a merged directory must not merge with a lower namesake.
-	if srcIsDir && np.isMerged() {
-		if err := whiteout.SetOpaque(sd.fd, name, n.u.xattrPrefix()); err != nil {
+	// A directory with lower parts records where they are (redirect_dir=on); one without
+	// arriving in a merged directory must not merge with a lower namesake there.
+	if srcIsDir {
+		if err := n.u.markMovedDir(srcNode, sd.fd, name, np); err != nil {
 			return toErrno(err)
 		}
 	}
-	if exchange && dstIsDir && n.isMerged() {
-		if err := whiteout.SetOpaque(dd.fd, newName, n.u.xattrPrefix()); err != nil {
+	if exchange && dstIsDir {
+		if err := n.u.markMovedDir(dstNode, dd.fd, newName, n); err != nil {
 			return toErrno(err)
 		}
 	}
@@ -186,13 +187,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 
 // isMerged reports whether directory n merges lower layers.
 func (n *node) isMerged() bool {
-	_, layers := n.where()
-	for _, li := range layers {
-		if !n.u.layers[li].upper {
-			return true
-		}
-	}
-	return false
+	return len(n.lowerParts()) > 0
 }
 
 // clearDir removes everything inside directory name of dirfd.
@@ -210,6 +205,19 @@ func clearDir(dirfd int, name string) error {
 		if err := copyup.RemoveAll(fd, name); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// markMovedDir prepares the upper directory entry name of dirfd, the object of d, for moving
+// into directory to: a redirect to its lower parts if it has any, else opaque if it arrives in
+// a merged directory.
+func (u *unionFS) markMovedDir(d *node, dirfd int, name string, to *node) error {
+	if lower := d.lowerParts(); len(lower) > 0 {
+		return u.setRedirect(dirfd, name, lower[0].path)
+	}
+	if to.isMerged() {
+		return whiteout.SetOpaque(dirfd, name, u.xattrPrefix())
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	unix.CloseOnExec(keep)
 	ino := n.u.inoOf(n.u.upper(), st.Ino)
-	child := &node{u: n.u, top: 0, dev: st.Dev, ino: st.Ino, tmpFd: keep}
+	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, tmpFd: keep}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	fillAttr(&out.Attr, &st, ino, 0)
 	return ch, newFile(fd), 0, 0

@@ -14,8 +14,9 @@ import (
 // getxattrat): the magic link of its parent directory's descriptor, then its name. The caller
 // releases the returned directory.
 func (n *node) xattrPath() (string, dirFD, error) {
-	dir, name := splitPath(n.path())
-	d, err := n.topLayer().openDir(dir)
+	top := n.top()
+	dir, name := splitPath(top.path)
+	d, err := n.u.layers[top.layer].openDir(dir)
 	if err != nil {
 		return "", d, err
 	}

@@ -115,9 +115,16 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.Debug = true
 		case "redirect_dir":
 			switch val {
-			case "", "off", "nofollow", "follow":
+			case "on":
+				cfg.RedirectDir = unionfs.RedirectOn
+			case "follow", "off":
+				// "off" is "follow" where the kernel is built to always follow redirects,
+				// as distributions build it.
+				cfg.RedirectDir = unionfs.RedirectFollow
+			case "nofollow":
+				cfg.RedirectDir = unionfs.RedirectNoFollow
 			default:
-				return fmt.Errorf("option redirect_dir=%s is not supported: directory renames across layers give EXDEV", val)
+				return fmt.Errorf("option redirect_dir=%q: want on, follow, nofollow or off", val)
 			}
 		default:
 			if what, ok := notYet[key]; ok {

@@ -25,7 +25,9 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a::/b", wantErr: "empty layer"},
 		{in: "lowerdir=/a:", wantErr: "empty layer"},
 		{in: "upperdir=", wantErr: "empty value"},
-		{in: "lowerdir=/a,redirect_dir=on", wantErr: "redirect_dir=on"},
+		{in: "lowerdir=/a,redirect_dir=on", want: unionfs.Config{Lowers: []string{"/a"}, RedirectDir: unionfs.RedirectOn}},
+		{in: "lowerdir=/a,redirect_dir=nofollow", want: unionfs.Config{Lowers: []string{"/a"}, RedirectDir: unionfs.RedirectNoFollow}},
+		{in: "lowerdir=/a,redirect_dir=maybe", wantErr: "redirect_dir"},
 		{in: "lowerdir=/a,squash_to_root", wantErr: "not supported"},
 	}
 	for _, c := range cases {
