@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,15 +49,16 @@ func (d dirFD) release() {
 	}
 }
 
+// maxWalk is the longest path handed to one openat2; longer paths (a tree can be deeper than
+// PATH_MAX, as on any filesystem) are walked a piece at a time.
+const maxWalk = 3072
+
 // openDir opens directory rel ("" is the root) of the layer as an O_PATH descriptor.
 func (l *layer) openDir(rel string) (dirFD, error) {
 	if rel == "" {
 		return dirFD{fd: l.fd}, nil
 	}
-	fd, err := unix.Openat2(l.fd, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: resolveFlags,
-	})
+	fd, err := l.open(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return dirFD{}, err
 	}
@@ -68,8 +70,32 @@ func (l *layer) open(rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
-	return unix.Openat2(l.fd, rel, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW),
+	at := l.fd
+	for len(rel) > maxWalk {
+		// Open the longest leading piece of whole names that fits, and go on from there.
+		cut := strings.LastIndexByte(rel[:maxWalk], '/')
+		if cut <= 0 {
+			return -1, unix.ENAMETOOLONG
+		}
+		next, err := openat2(at, rel[:cut], unix.O_PATH|unix.O_DIRECTORY, 0)
+		if at != l.fd {
+			unix.Close(at)
+		}
+		if err != nil {
+			return -1, err
+		}
+		at, rel = next, rel[cut+1:]
+	}
+	fd, err := openat2(at, rel, flags|unix.O_NOFOLLOW, mode)
+	if at != l.fd {
+		unix.Close(at)
+	}
+	return fd, err
+}
+
+func openat2(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	return unix.Openat2(dirfd, rel, &unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
 		Mode:    uint64(mode),
 		Resolve: resolveFlags,
 	})

@@ -1,0 +1,219 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountWritable mounts one lower (built by fill) with an empty upper and returns the mount.
+func mountWritable(t *testing.T, fill func(b builder), extra ...string) (string, stack) {
+	t.Helper()
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	b := builder{t, st.Lowers[0]}
+	fill(b)
+	b.settle()
+	mnt := mkdir(t, root, "mnt")
+	mountLayerfs(t, st, mnt, extra...)
+	return mnt, st
+}
+
+// TestCopyUpKeepsHoles: a sparse lower file is copied up without filling its holes, and
+// SEEK_DATA/SEEK_HOLE see them through the mount.
+func TestCopyUpKeepsHoles(t *testing.T) {
+	needMounts(t)
+	mnt, st := mountWritable(t, func(b builder) {
+		f, err := os.Create(b.p("sparse"))
+		must(t, err)
+		_, err = f.WriteAt([]byte("head"), 0)
+		must(t, err)
+		_, err = f.WriteAt([]byte("tail"), 64<<20)
+		must(t, err)
+		must(t, f.Close())
+	})
+	appendFile(t, filepath.Join(mnt, "sparse"), "!")
+	var ust unix.Stat_t
+	must(t, unix.Stat(filepath.Join(st.Upper, "sparse"), &ust))
+	if ust.Size != 64<<20+5 {
+		t.Fatalf("upper copy has size %d", ust.Size)
+	}
+	if ust.Blocks*512 > 1<<20 {
+		t.Errorf("upper copy uses %d bytes for 64 MiB of mostly hole: holes were filled", ust.Blocks*512)
+	}
+	fd, err := unix.Open(filepath.Join(mnt, "sparse"), unix.O_RDONLY, 0)
+	must(t, err)
+	defer unix.Close(fd)
+	hole, err := unix.Seek(fd, 0, unix.SEEK_HOLE)
+	if err != nil || hole >= 64<<20 {
+		t.Errorf("SEEK_HOLE from 0: %d %v, want a hole before the tail", hole, err)
+	}
+	data, err := unix.Seek(fd, hole, unix.SEEK_DATA)
+	if err != nil || data < hole || data > 64<<20 {
+		t.Errorf("SEEK_DATA from %d: %d %v", hole, data, err)
+	}
+	buf := make([]byte, 5)
+	if _, err := unix.Pread(fd, buf, 64<<20); err != nil || string(buf) != "tail!" {
+		t.Errorf("read tail: %q %v", buf, err)
+	}
+}
+
+// TestUtimensOmitNow: UTIME_OMIT keeps a time, UTIME_NOW sets the current one, on a lower file
+// that is copied up for it.
+func TestUtimensOmitNow(t *testing.T) {
+	needMounts(t)
+	mnt, _ := mountWritable(t, func(b builder) { b.file("f", "x", 0o644) })
+	p := filepath.Join(mnt, "f")
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}
+	must(t, unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, 0))
+	var st unix.Stat_t
+	must(t, unix.Stat(p, &st))
+	if st.Atim.Nano() != old.UnixNano() {
+		t.Errorf("atime %d changed under UTIME_OMIT, want %d", st.Atim.Nano(), old.UnixNano())
+	}
+	if st.Mtim.Nano() == old.UnixNano() {
+		t.Errorf("mtime not changed by UTIME_NOW")
+	}
+}
+
+// TestCopyFileRangeAndFallocate: copy_file_range between two files of the mount and fallocate
+// on a copied-up file.
+func TestCopyFileRangeAndFallocate(t *testing.T) {
+	needMounts(t)
+	mnt, _ := mountWritable(t, func(b builder) { b.file("src", strings.Repeat("0123456789", 1000), 0o644) })
+	in, err := os.Open(filepath.Join(mnt, "src"))
+	must(t, err)
+	defer in.Close()
+	out, err := os.Create(filepath.Join(mnt, "dst"))
+	must(t, err)
+	defer out.Close()
+	roff, woff := int64(10), int64(0)
+	n, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, 100, 0)
+	if err != nil || n != 100 {
+		t.Fatalf("copy_file_range: %d %v", n, err)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "dst"))
+	must(t, err)
+	if want := strings.Repeat("0123456789", 10); string(got) != want {
+		t.Errorf("dst = %q", got)
+	}
+	f, err := os.OpenFile(filepath.Join(mnt, "src"), os.O_RDWR, 0)
+	must(t, err)
+	defer f.Close()
+	must(t, unix.Fallocate(int(f.Fd()), 0, 0, 1<<20))
+	fi, err := f.Stat()
+	must(t, err)
+	if fi.Size() != 1<<20 {
+		t.Errorf("size after fallocate: %d", fi.Size())
+	}
+}
+
+// TestLongNamesAndDeepPaths: names over 255 bytes fail with ENAMETOOLONG; a tree deeper than
+// PATH_MAX works through the mount as on the host.
+func TestLongNamesAndDeepPaths(t *testing.T) {
+	needMounts(t)
+	mnt, st := mountWritable(t, func(b builder) { b.dir("deep", 0o755) })
+	long := strings.Repeat("x", 256)
+	for name, op := range map[string]func() error{
+		"create": func() error { return os.WriteFile(filepath.Join(mnt, long), nil, 0o644) },
+		"mkdir":  func() error { return os.Mkdir(filepath.Join(mnt, long), 0o755) },
+		"lstat":  func() error { _, err := os.Lstat(filepath.Join(mnt, long)); return err },
+	} {
+		if err := op(); !errors.Is(err, syscall.ENAMETOOLONG) {
+			t.Errorf("%s of a 256-byte name: %v, want ENAMETOOLONG", name, err)
+		}
+	}
+	// 24 levels of 250-byte names: about 6000 bytes below the mount, more than PATH_MAX,
+	// walked with *at calls as any program has to.
+	comp := strings.Repeat("d", 250)
+	dfd, err := unix.Open(filepath.Join(mnt, "deep"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	must(t, err)
+	for i := 0; i < 24; i++ {
+		if err := unix.Mkdirat(dfd, comp, 0o755); err != nil {
+			t.Fatalf("mkdir at depth %d: %v", i, err)
+		}
+		next, err := unix.Openat(dfd, comp, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(dfd)
+		if err != nil {
+			t.Fatalf("open at depth %d: %v", i, err)
+		}
+		dfd = next
+	}
+	fd, err := unix.Openat(dfd, "leaf", unix.O_CREAT|unix.O_WRONLY, 0o644)
+	must(t, err)
+	_, err = unix.Write(fd, []byte("deep"))
+	must(t, err)
+	unix.Close(fd)
+	must(t, unix.Renameat(dfd, "leaf", dfd, "leaf2"))
+	must(t, unix.Unlinkat(dfd, "leaf2", 0))
+	unix.Close(dfd)
+	if _, err := os.Stat(filepath.Join(st.Upper, "deep", comp)); err != nil {
+		t.Errorf("deep tree not in the upper: %v", err)
+	}
+}
+
+// TestAppendAndTruncOpen: O_APPEND writes land at the end of a copied-up file; O_TRUNC of a
+// lower file copies no data and leaves the lower untouched.
+func TestAppendAndTruncOpen(t *testing.T) {
+	needMounts(t)
+	mnt, st := mountWritable(t, func(b builder) {
+		b.file("a", "start\n", 0o644)
+		b.file("t", "to be dropped", 0o600)
+	})
+	f, err := os.OpenFile(filepath.Join(mnt, "a"), os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteAt([]byte("x"), 0)
+	if err == nil {
+		t.Errorf("WriteAt on an O_APPEND file succeeded")
+	}
+	_, err = f.Write([]byte("end\n"))
+	must(t, err)
+	must(t, f.Close())
+	got, _ := os.ReadFile(filepath.Join(mnt, "a"))
+	if string(got) != "start\nend\n" {
+		t.Errorf("after append: %q", got)
+	}
+	must(t, os.WriteFile(filepath.Join(mnt, "t"), []byte("new"), 0o644))
+	got, _ = os.ReadFile(filepath.Join(mnt, "t"))
+	if string(got) != "new" {
+		t.Errorf("after O_TRUNC write: %q", got)
+	}
+	fi, err := os.Stat(filepath.Join(mnt, "t"))
+	must(t, err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("O_TRUNC copy-up changed mode to %v", fi.Mode())
+	}
+	low, _ := os.ReadFile(filepath.Join(st.Lowers[0], "t"))
+	if !bytes.Equal(low, []byte("to be dropped")) {
+		t.Errorf("lower changed: %q", low)
+	}
+}
+
+// TestTmpfileLinkedIntoPlace: an O_TMPFILE file written through the mount and linked into
+// place with linkat shows its data under the new name.
+func TestTmpfileLinkedIntoPlace(t *testing.T) {
+	needMounts(t)
+	mnt, st := mountWritable(t, func(b builder) { b.dir("d", 0o755) })
+	fd, err := unix.Open(filepath.Join(mnt, "d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	must(t, err)
+	defer unix.Close(fd)
+	_, err = unix.Write(fd, []byte("anonymous"))
+	must(t, err)
+	must(t, unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), unix.AT_FDCWD, filepath.Join(mnt, "d/named"), unix.AT_SYMLINK_FOLLOW))
+	got, err := os.ReadFile(filepath.Join(mnt, "d/named"))
+	if err != nil || string(got) != "anonymous" {
+		t.Errorf("d/named: %q %v", got, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(st.Upper, "d/named")); err != nil || string(got) != "anonymous" {
+		t.Errorf("upper d/named: %q %v", got, err)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
