@@ -1,0 +1,189 @@
+package copyup
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+type fixture struct {
+	src, dst, work       string
+	srcFd, dstFd, workFd int
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	root := t.TempDir()
+	f := &fixture{src: filepath.Join(root, "src"), dst: filepath.Join(root, "dst"), work: filepath.Join(root, "work")}
+	for _, d := range []string{f.src, f.dst, f.work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func(p string) int {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	f.srcFd, f.dstFd, f.workFd = open(f.src), open(f.dst), open(f.work)
+	return f
+}
+
+func (f *fixture) source(t *testing.T, name string) Source {
+	t.Helper()
+	s := Source{DirFd: f.srcFd, Name: name}
+	if err := unix.Lstat(filepath.Join(f.src, name), &s.Stat); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (f *fixture) workEmpty(t *testing.T) {
+	t.Helper()
+	ents, err := os.ReadDir(f.work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		t.Errorf("work directory holds %d leftovers", len(ents))
+	}
+}
+
+func TestObjectKinds(t *testing.T) {
+	f := newFixture(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(f.src, "file"), []byte("data"), 0o640))
+	must(os.Mkdir(filepath.Join(f.src, "dir"), 0o751))
+	must(os.WriteFile(filepath.Join(f.src, "dir/child"), []byte("not copied"), 0o644))
+	must(os.Symlink("target/path", filepath.Join(f.src, "link")))
+	must(unix.Mkfifo(filepath.Join(f.src, "fifo"), 0o620))
+	must(unix.Setxattr(filepath.Join(f.src, "file"), "user.keep", []byte("1"), 0))
+	must(unix.Setxattr(filepath.Join(f.src, "file"), "user.overlay.private", []byte("1"), 0))
+	ts := []unix.Timespec{unix.NsecToTimespec(1e18), unix.NsecToTimespec(2e18)}
+	for _, n := range []string{"file", "dir", "link", "fifo"} {
+		must(unix.UtimesNanoAt(f.srcFd, n, ts, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	opt := Options{WorkFd: f.workFd, SkipXattr: func(n string) bool { return strings.HasPrefix(n, "user.overlay.") }}
+	for _, n := range []string{"file", "dir", "link", "fifo"} {
+		src := f.source(t, n)
+		if err := Object(src, f.dstFd, n, opt); err != nil {
+			t.Fatalf("copy %s: %v", n, err)
+		}
+		var st unix.Stat_t
+		must(unix.Lstat(filepath.Join(f.dst, n), &st))
+		if st.Mode != src.Stat.Mode || st.Uid != src.Stat.Uid || st.Gid != src.Stat.Gid {
+			t.Errorf("%s: mode/owner %o %d:%d, want %o %d:%d", n, st.Mode, st.Uid, st.Gid, src.Stat.Mode, src.Stat.Uid, src.Stat.Gid)
+		}
+		if st.Mtim != src.Stat.Mtim {
+			t.Errorf("%s: mtime %v, want %v", n, st.Mtim, src.Stat.Mtim)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(f.dst, "file")); string(data) != "data" {
+		t.Errorf("file data %q", data)
+	}
+	if target, _ := os.Readlink(filepath.Join(f.dst, "link")); target != "target/path" {
+		t.Errorf("link target %q", target)
+	}
+	if _, err := os.Stat(filepath.Join(f.dst, "dir/child")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a directory copy-up copied its entries: %v", err)
+	}
+	buf := make([]byte, 16)
+	if _, err := unix.Getxattr(filepath.Join(f.dst, "file"), "user.keep", buf); err != nil {
+		t.Errorf("user.keep not copied: %v", err)
+	}
+	if _, err := unix.Getxattr(filepath.Join(f.dst, "file"), "user.overlay.private", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("skipped attribute copied: %v", err)
+	}
+	f.workEmpty(t)
+}
+
+func TestSkipDataAndExtraXattrs(t *testing.T) {
+	f := newFixture(t)
+	if err := os.WriteFile(filepath.Join(f.src, "f"), []byte("dropped"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opt := Options{WorkFd: f.workFd, SkipData: true, ExtraXattrs: map[string][]byte{"user.origin": []byte("42")}}
+	if err := Object(f.source(t, "f"), f.dstFd, "f", opt); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(f.dst, "f"))
+	if err != nil || fi.Size() != 0 {
+		t.Errorf("SkipData copy: %v %v", fi, err)
+	}
+	buf := make([]byte, 8)
+	n, err := unix.Getxattr(filepath.Join(f.dst, "f"), "user.origin", buf)
+	if err != nil || string(buf[:n]) != "42" {
+		t.Errorf("extra xattr: %q %v", buf[:n], err)
+	}
+}
+
+func TestHolesKept(t *testing.T) {
+	f := newFixture(t)
+	p := filepath.Join(f.src, "sparse")
+	fh, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fh.WriteAt([]byte("a"), 0)
+	fh.WriteAt([]byte("z"), 100<<20)
+	fh.Close()
+	if err := Object(f.source(t, "sparse"), f.dstFd, "sparse", Options{WorkFd: f.workFd, NoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(f.dst, "sparse"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != 100<<20+1 || st.Blocks*512 > 1<<20 {
+		t.Errorf("size %d, %d bytes allocated: holes not kept", st.Size, st.Blocks*512)
+	}
+	buf := make([]byte, 1)
+	g, _ := os.Open(filepath.Join(f.dst, "sparse"))
+	defer g.Close()
+	g.ReadAt(buf, 100<<20)
+	if string(buf) != "z" {
+		t.Errorf("tail %q", buf)
+	}
+}
+
+// TestExistingDestinationLeavesNothing: the destination name is taken; the copy fails with
+// EEXIST and leaves nothing in the work directory or at the destination.
+func TestExistingDestinationLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	os.WriteFile(filepath.Join(f.src, "f"), []byte("new"), 0o644)
+	os.WriteFile(filepath.Join(f.dst, "f"), []byte("old"), 0o644)
+	err := Object(f.source(t, "f"), f.dstFd, "f", Options{WorkFd: f.workFd})
+	if !errors.Is(err, unix.EEXIST) {
+		t.Errorf("copy over an existing name: %v, want EEXIST", err)
+	}
+	if data, _ := os.ReadFile(filepath.Join(f.dst, "f")); string(data) != "old" {
+		t.Errorf("destination changed to %q", data)
+	}
+	f.workEmpty(t)
+}
+
+func TestRemoveAll(t *testing.T) {
+	f := newFixture(t)
+	os.MkdirAll(filepath.Join(f.work, "x/y/z"), 0o755)
+	os.WriteFile(filepath.Join(f.work, "x/y/file"), nil, 0o644)
+	os.Symlink("/", filepath.Join(f.work, "x/escape"))
+	if err := RemoveAll(f.workFd, "x"); err != nil {
+		t.Fatal(err)
+	}
+	f.workEmpty(t)
+	if _, err := os.Stat("/"); err != nil {
+		t.Fatal("RemoveAll followed a symlink")
+	}
+}
