@@ -3,6 +3,8 @@ package whiteout
 import (
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -148,6 +150,69 @@ func FuzzClassifyName(f *testing.F) {
 		}
 		if !IsMarkerName(name) && ok {
 			t.Errorf("%q hides a name but is no marker", name)
+		}
+	})
+}
+
+// FuzzReadDirInfo: for any opaque attribute value and any entry name, a directory is opaque
+// exactly when the value is "y" or it holds ".wh..wh..opq", and marks xattr whiteouts exactly
+// when the value is "x"; an empty file with the whiteout attribute is a whiteout, others not.
+func FuzzReadDirInfo(f *testing.F) {
+	f.Add([]byte("y"), ".wh..wh..opq", []byte{})
+	f.Add([]byte("x"), "file", []byte("data"))
+	f.Add([]byte("yes"), ".wh.foo", []byte{})
+	root := f.TempDir()
+	prefix := UserPrefix
+	if os.Geteuid() == 0 {
+		prefix = TrustedPrefix
+	}
+	n := 0
+	f.Fuzz(func(t *testing.T, value []byte, name string, content []byte) {
+		if name == "" || name == "." || name == ".." || len(name) > 255 || strings.ContainsAny(name, "/\x00") {
+			return
+		}
+		n++
+		dir := filepath.Join(root, strconv.Itoa(n))
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		if len(value) > 0 {
+			if err := unix.Setxattr(dir, prefix+OpaqueAttr, value, 0); err != nil {
+				t.Skip(err)
+			}
+		}
+		entry := filepath.Join(dir, name)
+		if err := os.WriteFile(entry, content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Setxattr(entry, prefix+WhiteoutAttr, nil, 0); err != nil {
+			t.Skip(err)
+		}
+		fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		info, err := ReadDirInfo(fd, strconv.Itoa(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantOpaque := string(value) == "y" || name == OpaqueFile
+		if info.Opaque != wantOpaque || info.XWhiteouts != (string(value) == "x" && !wantOpaque) {
+			t.Errorf("value %q, entry %q: %+v", value, name, info)
+		}
+		dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(dfd)
+		var st unix.Stat_t
+		if err := unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			t.Fatal(err)
+		}
+		if wh, err := IsXWhiteout(dfd, name, &st); err != nil || wh != (len(content) == 0) {
+			t.Errorf("IsXWhiteout(%q, %d bytes) = %v, %v", name, len(content), wh, err)
 		}
 	})
 }
