@@ -101,6 +101,13 @@ func TestPrivateXattrsAndMarkersHidden(t *testing.T) {
 	if err := unix.Access(filepath.Join(mnt, "a"), unix.X_OK); !errors.Is(err, unix.EACCES) {
 		t.Errorf("access(a, X_OK) on a 0644 file: %v, want EACCES", err)
 	}
+	// The root's attributes are the upper root's (its path is a descriptor's magic link).
+	if err := unix.Setxattr(mnt, "user.rootattr", []byte("r"), 0); err != nil {
+		t.Fatalf("setxattr on the mount root: %v", err)
+	}
+	if got := userXattrs(t, mnt); got != "user.rootattr=r" {
+		t.Errorf("xattrs of the mount root: %q", got)
+	}
 	var sfs, usfs unix.Statfs_t
 	if err := unix.Statfs(mnt, &sfs); err != nil {
 		t.Fatal(err)

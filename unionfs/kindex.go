@@ -192,3 +192,17 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// readOriginAny returns the merged number recorded on an upper object, by layerfs's copy-up or
+// the kernel's, with one listxattr for the common case of an object that has neither.
+func (u *unionFS) readOriginAny(dirfd int, name string) (uint64, bool) {
+	var buf [1024]byte
+	sz, err := unix.Llistxattr("/proc/self/fd/"+strconv.Itoa(dirfd)+"/"+name, buf[:])
+	if err == nil && sz == 0 {
+		return 0, false
+	}
+	if ino, ok := u.readOrigin(dirfd, name); ok {
+		return ino, true
+	}
+	return u.kernelOrigin(dirfd, name)
+}

@@ -10,6 +10,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// xattrCalls are the path-based xattr calls for a path from xattrPath: the l* calls for an
+// entry of a directory, the following ones for the root, whose path is a descriptor's magic
+// link.
+type xattrCalls struct {
+	get    func(string, string, []byte) (int, error)
+	list   func(string, []byte) (int, error)
+	set    func(string, string, []byte, int) error
+	remove func(string, string) error
+}
+
+var (
+	entryXattrs = xattrCalls{unix.Lgetxattr, unix.Llistxattr, unix.Lsetxattr, unix.Lremovexattr}
+	rootXattrs  = xattrCalls{unix.Getxattr, unix.Listxattr, unix.Setxattr, unix.Removexattr}
+)
+
+func (n *node) xattrOps() xattrCalls {
+	if n.top().path == "" {
+		return rootXattrs
+	}
+	return entryXattrs
+}
+
 // xattrPath names the node's topmost object for the path-based xattr calls (there is no
 // getxattrat): the magic link of its parent directory's descriptor, then its name. The caller
 // releases the returned directory.
@@ -38,7 +60,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, toErrno(err)
 	}
 	defer d.release()
-	sz, err := unix.Lgetxattr(p, attr, dest)
+	sz, err := n.xattrOps().get(p, attr, dest)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -54,12 +76,13 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	defer d.release()
 	var buf []byte
 	for {
-		sz, err := unix.Llistxattr(p, nil)
+		list := n.xattrOps().list
+		sz, err := list(p, nil)
 		if err != nil {
 			return 0, toErrno(err)
 		}
 		buf = make([]byte, sz)
-		sz, err = unix.Llistxattr(p, buf)
+		sz, err = list(p, buf)
 		if err == unix.ERANGE {
 			continue // grew in between
 		}
@@ -100,7 +123,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		return toErrno(err)
 	}
 	defer d.release()
-	return toErrno(unix.Lsetxattr(p, attr, data, int(flags)))
+	return toErrno(n.xattrOps().set(p, attr, data, int(flags)))
 }
 
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
@@ -122,5 +145,5 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return toErrno(err)
 	}
 	defer d.release()
-	return toErrno(unix.Lremovexattr(p, attr))
+	return toErrno(n.xattrOps().remove(p, attr))
 }

@@ -22,11 +22,16 @@ func entryPath(dirfd int, name string) string {
 // symlink. An empty name means the directory itself. A missing attribute gives ENODATA.
 func GetXattr(dirfd int, name, attr string) ([]byte, error) {
 	p := entryPath(dirfd, name)
+	get := unix.Lgetxattr
+	if name == "" || name == "." {
+		// The path is the descriptor's magic link itself: follow it to the directory.
+		get = unix.Getxattr
+	}
 	buf := make([]byte, 256)
 	for {
-		n, err := unix.Lgetxattr(p, attr, buf)
+		n, err := get(p, attr, buf)
 		if err == unix.ERANGE {
-			sz, err2 := unix.Lgetxattr(p, attr, nil)
+			sz, err2 := get(p, attr, nil)
 			if err2 != nil {
 				return nil, err2
 			}
