@@ -81,6 +81,10 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	up := part{layer: 0, path: path}
 	if isDirStat(&st) {
 		n.setWhere(append([]part{up}, parts...), &ust)
+		// Now merged, the directory reports one link: the kernel's cached attributes are
+		// stale. Told from another goroutine: a notification must not wait on the kernel
+		// while it waits on this operation.
+		go n.NotifyContent(0, 0)
 		return 0
 	}
 	n.setWhere([]part{up}, &ust)

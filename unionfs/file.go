@@ -62,7 +62,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	return newFile(fd), 0, 0
+	// The data changes only through this mount, whose writes go through the kernel's page
+	// cache: what it cached stays good across opens.
+	return newFile(fd), fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // CopyFileRange copies between two open files of the mount in the kernel.

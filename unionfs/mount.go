@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// cacheTimeout is how long the kernel may keep entries, attributes and negative lookups.
+const cacheTimeout = time.Hour
+
 // Server is a live layerfs mount.
 type Server struct {
 	*fuse.Server
@@ -51,8 +54,9 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	}
 
 	// Objects change only through this mount (lowers are read-only and the upper is ours, as
-	// with the kernel), so the kernel may cache what it is told for a while.
-	timeout := time.Second
+	// with the kernel), and every change it makes reaches the kernel in the reply to the
+	// operation or by a notification (copyup.go), so the kernel may cache what it is told.
+	timeout := cacheTimeout
 	opts := &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
