@@ -80,14 +80,14 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	}
 	up := part{layer: 0, path: path}
 	if isDirStat(&st) {
-		n.setWhere(append([]part{up}, parts...), &ust)
+		n.setWhere(n.u.compact(append([]part{up}, parts...), path), &ust)
 		// Now merged, the directory reports one link: the kernel's cached attributes are
 		// stale. Told from another goroutine: a notification must not wait on the kernel
 		// while it waits on this operation.
 		go n.NotifyContent(0, 0)
 		return 0
 	}
-	n.setWhere([]part{up}, &ust)
+	n.setWhere([]part{{layer: 0}}, &ust)
 	if st.Nlink > 1 {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).

@@ -204,8 +204,9 @@ func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.I
 	if err := unix.Fstatat(s.dir.fd, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, toErrno(err)
 	}
-	res := resolution{parts: []part{{layer: 0, path: joinPath(n.path(), s.name)}}, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
-	return n.newChild(ctx, &res, out), 0
+	merged := joinPath(n.path(), s.name)
+	res := resolution{parts: []part{{layer: 0, path: merged}}, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
+	return n.newChild(ctx, &res, merged, out), 0
 }
 
 // Mkdir makes a directory in the upper; over a whiteout it is opaque.

@@ -36,7 +36,6 @@ var (
 	_ fs.InodeEmbedder  = (*node)(nil)
 	_ fs.NodeLookuper   = (*node)(nil)
 	_ fs.NodeGetattrer  = (*node)(nil)
-	_ fs.NodeReaddirer  = (*node)(nil)
 	_ fs.NodeReadlinker = (*node)(nil)
 	_ fs.NodeOpener     = (*node)(nil)
 	_ fs.NodeStatfser   = (*node)(nil)
@@ -48,17 +47,39 @@ func (n *node) path() string {
 	return n.Path(n.Root())
 }
 
-// parts returns where the node lives, with the upper part's path filled in.
+// parts returns where the node lives, with the paths that are not stored filled in.
 func (n *node) parts() []part {
 	n.mu.Lock()
 	ps := append([]part(nil), n.where...)
 	n.mu.Unlock()
+	merged, known := "", false
 	for i := range ps {
-		if n.u.layers[ps[i].layer].upper {
-			ps[i].path = n.path()
+		if ps[i].path == "" || n.u.layers[ps[i].layer].upper {
+			if !known {
+				merged, known = n.path(), true
+			}
+			ps[i].path = merged
 		}
 	}
 	return ps
+}
+
+// compact drops from parts the paths equal to the merged path, which is all of them but where
+// a redirect led: a node keeps only what the tree cannot tell it (memory per node matters
+// when a walk makes one per file). With redirect_dir=on it keeps them all: a directory with
+// lower parts may move, and what is below it keeps its lower paths.
+func (u *unionFS) compact(parts []part, merged string) []part {
+	if u.cfg.RedirectDir == RedirectOn {
+		return parts
+	}
+	out := make([]part, len(parts))
+	for i, p := range parts {
+		if p.path != merged {
+			out[i].path = p.path
+		}
+		out[i].layer = p.layer
+	}
+	return out
 }
 
 // top returns the topmost part.
@@ -95,12 +116,14 @@ func (n *node) topLayer() *layer {
 	return n.u.layers[n.where[0].layer]
 }
 
-// newChild makes (or finds, for a hard link or a name seen before) the inode for res.
-func (n *node) newChild(ctx context.Context, res *resolution, out *fuse.EntryOut) *fs.Inode {
-	child := &node{u: n.u, where: res.parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
+// newChild makes (or finds, for a hard link or a name seen before) the inode for res, found
+// at the merged path merged.
+func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) *fs.Inode {
+	parts := n.u.compact(res.parts, merged)
+	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
 	if got, ok := ch.Operations().(*node); ok && got != child {
-		got.setWhere(res.parts, &res.st)
+		got.setWhere(parts, &res.st)
 	}
 	fillAttr(&out.Attr, &res.st, res.ino, len(res.parts))
 	return ch
@@ -145,7 +168,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			return nil, errno
 		}
 	}
-	return n.newChild(ctx, &res, out), 0
+	return n.newChild(ctx, &res, joinPath(n.path(), name), out), 0
 }
 
 // Getattr stats the topmost object.

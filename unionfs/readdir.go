@@ -1,11 +1,9 @@
 package unionfs
 
 import (
-	"context"
 	"syscall"
 	"unsafe"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -69,19 +67,27 @@ func (l *layer) readNames(rel string) ([]string, error) {
 // is resolved in full for its number (a merge or a redirect may give it a lower one). With
 // limit > 0 it stops after that many entries.
 func (u *unionFS) mergedEntries(parts []part, limit int) ([]fuse.DirEntry, syscall.Errno) {
+	out, _, errno := u.mergedEntriesFrom(parts, limit)
+	return out, errno
+}
+
+// mergedEntriesFrom is mergedEntries that also says, for each entry, which of parts holds
+// its topmost object.
+func (u *unionFS) mergedEntriesFrom(parts []part, limit int) ([]fuse.DirEntry, []int, syscall.Errno) {
 	decided := map[string]bool{} // names already shown or hidden by a higher layer
 	hiddenBelow := map[string]bool{}
 	var out []fuse.DirEntry
+	var from []int
 	var fullResolve []int // indexes into out of upper directories in a merged directory
 	merged := len(parts) > 1
-	for _, p := range parts {
+	for pi, p := range parts {
 		l := u.layers[p.layer]
 		ents, err := l.readDirents(p.path)
 		if err != nil {
 			if missing(err) {
 				continue
 			}
-			return nil, toErrno(err)
+			return nil, nil, toErrno(err)
 		}
 		var d dirFD
 		opened := false
@@ -124,13 +130,13 @@ func (u *unionFS) mergedEntries(parts []part, limit int) ([]fuse.DirEntry, sysca
 			if needStat {
 				fd, err := dir()
 				if err != nil {
-					return nil, toErrno(err)
+					return nil, nil, toErrno(err)
 				}
 				if err := unix.Fstatat(fd, e.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 					if missing(err) {
 						continue
 					}
-					return nil, toErrno(err)
+					return nil, nil, toErrno(err)
 				}
 				typ = st.Mode & unix.S_IFMT
 				if whiteout.IsWhiteoutDev(&st) {
@@ -155,6 +161,7 @@ func (u *unionFS) mergedEntries(parts []part, limit int) ([]fuse.DirEntry, sysca
 				fullResolve = append(fullResolve, len(out))
 			}
 			out = append(out, fuse.DirEntry{Name: e.name, Mode: typ, Ino: ino})
+			from = append(from, pi)
 			if limit > 0 && len(out) >= limit {
 				break
 			}
@@ -179,23 +186,5 @@ func (u *unionFS) mergedEntries(parts []part, limit int) ([]fuse.DirEntry, sysca
 			}
 		}
 	}
-	return out, 0
-}
-
-// Readdir lists the merged directory, with "." and "..".
-func (n *node) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
-	list, errno := n.u.mergedEntries(n.parts(), 0)
-	if errno != 0 {
-		return nil, errno
-	}
-	self := n.StableAttr().Ino
-	parentIno := self
-	if _, p := n.Parent(); p != nil {
-		parentIno = p.StableAttr().Ino
-	}
-	entries := make([]fuse.DirEntry, 0, len(list)+2)
-	entries = append(entries,
-		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
-		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
-	return fs.NewListDirStream(append(entries, list...)), 0
+	return out, from, 0
 }

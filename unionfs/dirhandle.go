@@ -1,0 +1,151 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.FileReaddirenter   = (*dirHandle)(nil)
+	_ fs.FileSeekdirer      = (*dirHandle)(nil)
+	_ fs.FileLookuper       = (*dirHandle)(nil)
+	_ fs.FileReleasedirer   = (*dirHandle)(nil)
+	_ fs.FileFsyncdirer     = (*dirHandle)(nil)
+)
+
+// dirHandle is an open merged directory. Its listing is made once per open, and the kernel
+// may keep it (FOPEN_CACHE_DIR): every change to the directory goes through this mount, which
+// makes the kernel drop it. READDIRPLUS looks entries up through the handle, which knows from
+// the listing which layer holds each name: a non-directory costs one stat there instead of a
+// walk down the layers.
+type dirHandle struct {
+	n *node
+
+	mu      sync.Mutex
+	loaded  bool
+	parts   []part
+	entries []fuse.DirEntry // with "." and ".."; Off is the index of the next entry
+	from    map[string]int  // name -> index in parts of its topmost object
+	pos     int
+}
+
+// OpendirHandle opens the merged directory.
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (h *dirHandle) load() syscall.Errno {
+	if h.loaded {
+		return 0
+	}
+	h.parts = h.n.parts()
+	list, from, errno := h.n.u.mergedEntriesFrom(h.parts, 0)
+	if errno != 0 {
+		return errno
+	}
+	self := h.n.StableAttr().Ino
+	parentIno := self
+	if _, p := h.n.Parent(); p != nil {
+		parentIno = p.StableAttr().Ino
+	}
+	h.entries = make([]fuse.DirEntry, 0, len(list)+2)
+	h.entries = append(h.entries,
+		fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self},
+		fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parentIno})
+	h.entries = append(h.entries, list...)
+	h.from = make(map[string]int, len(list))
+	for i, e := range list {
+		h.from[e.Name] = from[i]
+	}
+	for i := range h.entries {
+		h.entries[i].Off = uint64(i + 1)
+	}
+	h.loaded = true
+	return 0
+}
+
+// Readdirent returns the next entry, nil at the end.
+func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if errno := h.load(); errno != 0 {
+		return nil, errno
+	}
+	if h.pos >= len(h.entries) {
+		return nil, 0
+	}
+	e := h.entries[h.pos]
+	h.pos++
+	return &e, 0
+}
+
+// Seekdir moves to the entry after offset off (0 is the start).
+func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off == 0 {
+		h.loaded, h.pos = false, 0 // rewinddir sees changes since, as with any directory
+		return 0
+	}
+	if errno := h.load(); errno != 0 {
+		return errno
+	}
+	if off > uint64(len(h.entries)) {
+		off = uint64(len(h.entries))
+	}
+	h.pos = int(off)
+	return 0
+}
+
+// Lookup answers READDIRPLUS for name, the entry just listed.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	h.mu.Lock()
+	pi, ok := h.from[name]
+	parts := h.parts
+	h.mu.Unlock()
+	if !ok {
+		return h.n.Lookup(ctx, name, out)
+	}
+	p := parts[pi]
+	l := h.n.u.layers[p.layer]
+	d, err := l.openDir(p.path)
+	if err != nil {
+		return h.n.Lookup(ctx, name, out)
+	}
+	defer d.release()
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isDirStat(&st) ||
+		(l.upper && st.Nlink > 1) || (!l.upper && st.Nlink > 1 && h.n.u.kindex != nil) {
+		// Directories merge, and hard links may have state elsewhere: the full way.
+		return h.n.Lookup(ctx, name, out)
+	}
+	res := resolution{parts: []part{{layer: p.layer, path: joinPath(p.path, name)}}, st: st, ino: h.n.u.inoOf(l, st.Ino)}
+	if l.upper {
+		if ino, ok := h.n.u.readOriginAny(d.fd, name); ok {
+			res.ino = ino
+		}
+	}
+	return h.n.newChild(ctx, &res, joinPath(h.n.path(), name), out), 0
+}
+
+// Releasedir drops the listing.
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
+
+// Fsyncdir flushes the upper part of the directory.
+func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	if !h.n.topLayer().upper {
+		return 0
+	}
+	fd, err := h.n.u.upper().open(h.n.path(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(fd)
+	return toErrno(unix.Fsync(fd))
+}
