@@ -30,9 +30,11 @@ type dirHandle struct {
 	mu      sync.Mutex
 	loaded  bool
 	parts   []part
+	merged  string          // the directory's merged path when listed
 	entries []fuse.DirEntry // with "." and ".."; Off is the index of the next entry
 	from    map[string]int  // name -> index in parts of its topmost object
 	pos     int
+	dirs    *parentDirs // the layer directories, opened on demand for READDIRPLUS
 }
 
 // OpendirHandle opens the merged directory.
@@ -45,6 +47,11 @@ func (h *dirHandle) load() syscall.Errno {
 		return 0
 	}
 	h.parts = h.n.parts()
+	h.merged = h.n.path()
+	if h.dirs != nil {
+		h.dirs.release()
+	}
+	h.dirs = h.n.u.newParentDirs(h.parts)
 	list, from, errno := h.n.u.mergedEntriesFrom(h.parts, 0)
 	if errno != 0 {
 		return errno
@@ -106,36 +113,41 @@ func (h *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // Lookup answers READDIRPLUS for name, the entry just listed.
 func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	pi, ok := h.from[name]
-	parts := h.parts
-	h.mu.Unlock()
 	if !ok {
 		return h.n.Lookup(ctx, name, out)
 	}
-	p := parts[pi]
+	p := h.parts[pi]
 	l := h.n.u.layers[p.layer]
-	d, err := l.openDir(p.path)
+	dirfd, err := h.dirs.get(pi)
 	if err != nil {
 		return h.n.Lookup(ctx, name, out)
 	}
-	defer d.release()
 	var st unix.Stat_t
-	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isDirStat(&st) ||
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isDirStat(&st) ||
 		(l.upper && st.Nlink > 1) || (!l.upper && st.Nlink > 1 && h.n.u.kindex != nil) {
 		// Directories merge, and hard links may have state elsewhere: the full way.
 		return h.n.Lookup(ctx, name, out)
 	}
 	res := resolution{parts: []part{{layer: p.layer, path: joinPath(p.path, name)}}, st: st, ino: h.n.u.inoOf(l, st.Ino)}
 	if l.upper {
-		if ino, ok := h.n.u.readOriginAny(d.fd, name); ok {
+		if ino, ok := h.n.u.readOriginAny(dirfd, name); ok {
 			res.ino = ino
 		}
 	}
-	return h.n.newChild(ctx, &res, joinPath(h.n.path(), name), out), 0
+	return h.n.newChild(ctx, &res, joinPath(h.merged, name), out), 0
 }
 
-// Releasedir drops the listing.
-func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}
+// Releasedir drops the listing and the layer directories.
+func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.dirs != nil {
+		h.dirs.release()
+		h.dirs = nil
+	}
+}
 
 // Fsyncdir flushes the upper part of the directory.
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -29,6 +30,11 @@ func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) in
 }
 
 func serve(srv *unionfs.Server, stderr io.Writer) int {
+	// A walk of a large tree makes a node per entry the kernel remembers; collecting sooner
+	// keeps the server's memory near what it holds rather than twice that, for a little CPU.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(40)
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
