@@ -112,30 +112,28 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an attribute on the object, copied up first. The overlay's private attributes
 // cannot be set through the mount (EPERM): a user must not forge markers.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
-		return syscall.EPERM
-	}
-	if errno := n.copyUp(ctx, true); errno != 0 {
-		return errno
-	}
-	p, d, err := n.xattrPath()
-	if err != nil {
-		return toErrno(err)
-	}
-	defer d.release()
-	return toErrno(n.xattrOps().set(p, attr, data, int(flags)))
+	return n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
+		return c.set(p, attr, data, int(flags))
+	})
 }
 
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
 // without copying it up, as in the kernel.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
-		return syscall.EPERM
-	}
-	if !n.topLayer().upper {
+	if !whiteout.IsPrivateXattr(attr) && !n.topLayer().upper {
 		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 			return errno
 		}
+	}
+	return n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
+		return c.remove(p, attr)
+	})
+}
+
+// changeXattr refuses private attributes, copies the object up and applies change to it.
+func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCalls, string) error) syscall.Errno {
+	if whiteout.IsPrivateXattr(attr) {
+		return syscall.EPERM
 	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
@@ -145,5 +143,5 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return toErrno(err)
 	}
 	defer d.release()
-	return toErrno(n.xattrOps().remove(p, attr))
+	return toErrno(change(n.xattrOps(), p))
 }
