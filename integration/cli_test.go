@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestVersionAndHelp(t *testing.T) {
@@ -30,6 +32,17 @@ func TestBadInput(t *testing.T) {
 	for _, d := range []string{"l1", "l2", "u", "w", "mnt", "l1/inner", "u/w"} {
 		mkdir(t, root, d)
 	}
+	// An upper on a read-only mount: a bind mount of a directory, made read-only.
+	roUpper := mkdir(t, root, "ro")
+	mkdir(t, roUpper, "u")
+	mkdir(t, roUpper, "w")
+	if err := unix.Mount(roUpper, roUpper, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(roUpper, unix.MNT_DETACH) })
+	if err := unix.Mount("", roUpper, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
 	file := filepath.Join(root, "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -45,6 +58,7 @@ func TestBadInput(t *testing.T) {
 		{"missing lower", []string{"-o", "lowerdir=" + r("nope"), mnt}, "does not exist"},
 		{"lower is a file", []string{"-o", "lowerdir=" + file, mnt}, "not a directory"},
 		{"missing upper", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("nope") + ",workdir=" + r("w"), mnt}, "does not exist"},
+		{"upper not writable", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("ro/u") + ",workdir=" + r("ro/w"), mnt}, "not writable"},
 		{"upper without work", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u"), mnt}, "needs a workdir"},
 		{"missing work", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u") + ",workdir=" + r("nope"), mnt}, "does not exist"},
 		{"work inside upper", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=" + r("u") + ",workdir=" + r("u/w"), mnt}, "separate"},

@@ -217,3 +217,28 @@ func TestTmpfileLinkedIntoPlace(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestMknodKinds: fifos, sockets and devices are made in the upper; a character device 0/0,
+// which would be a whiteout, is refused with EPERM as the kernel refuses it.
+func TestMknodKinds(t *testing.T) {
+	needMounts(t)
+	mnt, st := mountWritable(t, func(b builder) { b.dir("d", 0o755) })
+	kinds := map[string]uint32{"fifo": unix.S_IFIFO, "sock": unix.S_IFSOCK, "chr": unix.S_IFCHR, "blk": unix.S_IFBLK}
+	for name, typ := range kinds {
+		dev := 0
+		if typ == unix.S_IFCHR || typ == unix.S_IFBLK {
+			dev = int(unix.Mkdev(1, 3))
+		}
+		must(t, unix.Mknod(filepath.Join(mnt, "d", name), typ|0o640, dev))
+		for _, root := range []string{mnt, st.Upper} {
+			var s unix.Stat_t
+			must(t, unix.Lstat(filepath.Join(root, "d", name), &s))
+			if s.Mode&unix.S_IFMT != typ || s.Mode&0o777 != 0o640 || int(s.Rdev) != dev {
+				t.Errorf("%s in %s: mode %o rdev %d", name, root, s.Mode, s.Rdev)
+			}
+		}
+	}
+	if err := unix.Mknod(filepath.Join(mnt, "d", "wh"), unix.S_IFCHR|0o600, 0); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("mknod of a char 0/0 device: %v, want EPERM", err)
+	}
+}
