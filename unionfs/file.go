@@ -62,6 +62,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
+	// The name may have been renamed over since the kernel looked it up: then the file
+	// opened is not this node's. ESTALE makes the kernel look the name up again and retry.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || !n.isSelf(&st) {
+		unix.Close(fd)
+		return nil, 0, syscall.ESTALE
+	}
 	// The data changes only through this mount, whose writes go through the kernel's page
 	// cache: what it cached stays good across opens.
 	return newFile(fd), fuse.FOPEN_KEEP_CACHE, 0
