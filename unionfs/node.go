@@ -3,6 +3,7 @@ package unionfs
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,6 +31,8 @@ type node struct {
 	dev, ino uint64
 	// tmpFd holds an O_TMPFILE file that has no name yet (tmpfile.go); -1 otherwise.
 	tmpFd int
+	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
+	noXattrs atomic.Bool
 }
 
 var (
@@ -97,6 +100,7 @@ func (n *node) lowerParts() []part {
 }
 
 func (n *node) setWhere(parts []part, st *unix.Stat_t) {
+	n.noXattrs.Store(false)
 	n.mu.Lock()
 	n.where = parts
 	n.dev, n.ino = st.Dev, st.Ino

@@ -52,7 +52,7 @@ func (n *node) xattrPath() (string, dirFD, error) {
 // Getxattr reads an attribute of the topmost object; the overlay's private attributes do not
 // exist in the merged view.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if whiteout.IsPrivateXattr(attr) {
+	if whiteout.IsPrivateXattr(attr) || n.noXattrs.Load() {
 		return 0, syscall.ENODATA
 	}
 	p, d, err := n.xattrPath()
@@ -60,7 +60,14 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, toErrno(err)
 	}
 	defer d.release()
-	sz, err := n.xattrOps().get(p, attr, dest)
+	ops := n.xattrOps()
+	// Programs ask every file for a few attributes it rarely has (ls asks for the security
+	// label and the ACLs): a file found to have none answers from memory until changed.
+	if sz, err := ops.list(p, nil); err == nil && sz == 0 {
+		n.noXattrs.Store(true)
+		return 0, syscall.ENODATA
+	}
+	sz, err := ops.get(p, attr, dest)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -135,6 +142,7 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCa
 	if whiteout.IsPrivateXattr(attr) {
 		return syscall.EPERM
 	}
+	defer n.noXattrs.Store(false)
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -34,6 +35,17 @@ func serve(srv *unionfs.Server, stderr io.Writer) int {
 	// keeps the server's memory near what it holds rather than twice that, for a little CPU.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(40)
+	}
+	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
+	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			if pprof.StartCPUProfile(f) == nil {
+				defer func() {
+					pprof.StopCPUProfile()
+					f.Close()
+				}()
+			}
+		}
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
