@@ -48,7 +48,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 		u.layers = append(u.layers, l)
 	}
 	u.sameFS = len(devs) == 1
-	if u.hasUpper {
+	if u.hasUpper && cfg.Work != "" {
 		fd, err := openWork(cfg.Work)
 		if err != nil {
 			u.close()

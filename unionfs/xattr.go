@@ -49,9 +49,24 @@ func (n *node) xattrPath() (string, dirFD, error) {
 	return p, d, nil
 }
 
+// LayerXattr is a read-only attribute every object of the mount answers with the layer that
+// serves it ("0 /path/of/upper"); listxattr does not list it, so copy tools leave it alone.
+const LayerXattr = "user.layerfs.layer"
+
 // Getxattr reads an attribute of the topmost object; the overlay's private attributes do not
 // exist in the merged view.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if attr == LayerXattr {
+		top := n.top()
+		v := []byte(strconv.Itoa(top.layer) + " " + n.u.layers[top.layer].path)
+		if len(dest) == 0 {
+			return uint32(len(v)), 0
+		}
+		if len(dest) < len(v) {
+			return uint32(len(v)), syscall.ERANGE
+		}
+		return uint32(copy(dest, v)), 0
+	}
 	if whiteout.IsPrivateXattr(attr) || n.noXattrs.Load() {
 		return 0, syscall.ENODATA
 	}
@@ -139,7 +154,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // changeXattr refuses private attributes, copies the object up and applies change to it.
 func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCalls, string) error) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) {
+	if whiteout.IsPrivateXattr(attr) || attr == LayerXattr {
 		return syscall.EPERM
 	}
 	defer n.noXattrs.Store(false)

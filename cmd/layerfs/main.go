@@ -49,6 +49,7 @@ Usage:
   layerfs -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER,workdir=WORK][,OPTION…] MOUNTPOINT
   layerfs --lower LOWER1 [--lower LOWER2…] [--upper UPPER --work WORK] MOUNTPOINT
   layerfs demo
+  layerfs inspect -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
   layerfs --version
 
 Lowers are listed topmost first, as for the kernel's overlayfs. Without an upper directory
@@ -66,6 +67,8 @@ Examples:
   fusermount3 -u /c/merged
   # watch overlay semantics happen in a temporary stack
   layerfs demo
+  # which layer serves /etc, and what each layer adds or deletes (no mount needed)
+  layerfs inspect -o lowerdir=/img/layer2:/img/layer1,upperdir=/c/upper /etc
 
 Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   lowerdir=A:B:…   read-only layers, topmost first (required)
@@ -90,6 +93,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "demo" {
 		return runDemo(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "inspect" {
+		return runInspect(args[1:], stdout, stderr)
 	}
 	flags := flag.NewFlagSet("layerfs", flag.ContinueOnError)
 	flags.SetOutput(stderr)

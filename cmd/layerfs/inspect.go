@@ -1,0 +1,254 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/layerfs/layerfs/unionfs"
+	flag "github.com/spf13/pflag"
+)
+
+const inspectUsage = `Usage:
+  layerfs inspect [--json] -o lowerdir=A:B[,upperdir=U] [PATH]
+  layerfs inspect [--json] --lower A --lower B [--upper U] [PATH]
+
+Shows, without mounting, where PATH of the merged view comes from: the layer that serves it,
+what it hides in the layers below, or the whiteout that deletes it. For a directory, the tree
+below it with each name tagged by layer and status (added, modified, merged, opaque, deleted),
+then what each layer adds and hides. Layer 0 is the upper when there is one.
+
+Flags:
+`
+
+// inspected is one name of the tree, with its path.
+type inspected struct {
+	Path string `json:"path"`
+	unionfs.Origin
+}
+
+// layerSummary adds up what one layer contributes to the view.
+type layerSummary struct {
+	Layer         int    `json:"layer"`
+	Dir           string `json:"dir"`
+	Upper         bool   `json:"upper"`
+	Entries       int    `json:"entries"`
+	Added         int    `json:"added"`
+	Modified      int    `json:"modified"`
+	Deleted       int    `json:"deleted"`
+	Opaque        int    `json:"opaque"`
+	Bytes         int64  `json:"bytes"`
+	ShadowedBytes int64  `json:"shadowed_bytes"`
+}
+
+func runInspect(args []string, stdout, stderr io.Writer) int {
+	flags := flag.NewFlagSet("layerfs inspect", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	opts := flags.StringArrayP("options", "o", nil, "lowerdir=…[,upperdir=…] as for mounting")
+	lowers := flags.StringArray("lower", nil, "a read-only layer; repeat, topmost first")
+	upper := flags.String("upper", "", "the upper layer")
+	asJSON := flags.Bool("json", false, "print JSON")
+	flags.Usage = func() {
+		fmt.Fprint(stderr, inspectUsage)
+		flags.PrintDefaults()
+	}
+	if err := flags.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintf(stderr, "layerfs inspect: %v\n", err)
+		return 2
+	}
+	var cfg unionfs.Config
+	for _, o := range *opts {
+		if err := parseOptions(o, &cfg, func(string) {}); err != nil {
+			fmt.Fprintf(stderr, "layerfs inspect: %v\n", err)
+			return 2
+		}
+	}
+	cfg.Lowers = append(cfg.Lowers, *lowers...)
+	if *upper != "" {
+		cfg.Upper = *upper
+	}
+	if len(cfg.Lowers) == 0 {
+		fmt.Fprintln(stderr, "layerfs inspect: no lower layer given (see layerfs inspect --help)")
+		return 2
+	}
+	if len(flags.Args()) > 1 {
+		fmt.Fprintf(stderr, "layerfs inspect: one path expected, got %q\n", flags.Args())
+		return 2
+	}
+	path := ""
+	if len(flags.Args()) == 1 {
+		path = strings.Trim(flags.Args()[0], "/")
+	}
+	ins, err := unionfs.NewInspector(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs inspect: %s\n", errMessage(err))
+		return 1
+	}
+	defer ins.Close()
+
+	self, errno := ins.Lookup(path)
+	if errno != 0 {
+		fmt.Fprintf(stderr, "layerfs inspect: %s: %v\n", displayPath(path), errno)
+		return 1
+	}
+	tree := []inspected{{Path: displayPath(path), Origin: self}}
+	if self.Type == "dir" && self.Status != "deleted" {
+		if errno := walkInspect(ins, path, &tree); errno != 0 {
+			fmt.Fprintf(stderr, "layerfs inspect: %s: %v\n", displayPath(path), errno)
+			return 1
+		}
+	}
+	counted := tree
+	if path == "" {
+		counted = tree[1:] // the root is every layer's
+	}
+	summary := summarize(ins, counted)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(struct {
+			Layers  []string       `json:"layers"`
+			Upper   bool           `json:"upper"`
+			Entries []inspected    `json:"entries"`
+			Summary []layerSummary `json:"summary"`
+		}{ins.Layers(), ins.HasUpper(), tree, summary})
+		return 0
+	}
+	printInspect(stdout, ins, tree, summary, isTerminal(stdout))
+	return 0
+}
+
+func displayPath(p string) string { return "/" + p }
+
+func walkInspect(ins *unionfs.Inspector, path string, out *[]inspected) syscall.Errno {
+	list, errno := ins.List(path)
+	if errno != 0 {
+		return errno
+	}
+	sort.Slice(list, func(a, b int) bool { return list[a].Name < list[b].Name })
+	for _, o := range list {
+		p := o.Name
+		if path != "" {
+			p = path + "/" + o.Name
+		}
+		*out = append(*out, inspected{Path: displayPath(p), Origin: o})
+		if o.Type == "dir" && o.Status != "deleted" {
+			if errno := walkInspect(ins, p, out); errno != 0 {
+				return errno
+			}
+		}
+	}
+	return 0
+}
+
+func summarize(ins *unionfs.Inspector, tree []inspected) []layerSummary {
+	sums := make([]layerSummary, len(ins.Layers()))
+	for i, dir := range ins.Layers() {
+		sums[i] = layerSummary{Layer: i, Dir: dir, Upper: i == 0 && ins.HasUpper()}
+	}
+	for _, e := range tree {
+		if e.Layer < 0 || e.Layer >= len(sums) {
+			continue
+		}
+		s := &sums[e.Layer]
+		switch e.Status {
+		case "deleted":
+			s.Deleted++
+		case "added":
+			s.Added++
+		case "modified":
+			s.Modified++
+		case "opaque":
+			s.Opaque++
+		}
+		if e.Status != "deleted" {
+			s.Entries++
+			s.Bytes += e.Size
+		}
+		s.ShadowedBytes += e.ShadowedBytes
+	}
+	return sums
+}
+
+var statusColour = map[string]string{
+	"added": "\033[32m", "modified": "\033[33m", "deleted": "\033[31m", "opaque": "\033[35m", "merged": "\033[36m",
+}
+
+func printInspect(w io.Writer, ins *unionfs.Inspector, tree []inspected, sums []layerSummary, colour bool) {
+	paint := func(status string) string {
+		if !colour {
+			return status
+		}
+		return statusColour[status] + status + "\033[0m"
+	}
+	layerName := func(l int) string {
+		if l == 0 && ins.HasUpper() {
+			return "upper"
+		}
+		return fmt.Sprintf("L%d", l)
+	}
+	fmt.Fprintln(w, "layers (topmost first):")
+	for i, dir := range ins.Layers() {
+		fmt.Fprintf(w, "  %-6s %s\n", layerName(i), dir)
+	}
+	fmt.Fprintln(w)
+	for _, e := range tree {
+		where := "-"
+		if e.Layer >= 0 {
+			where = layerName(e.Layer)
+		}
+		line := fmt.Sprintf("[%-5s] %-9s %s", where, paint(e.Status), e.Path)
+		if e.Type == "dir" && e.Status != "deleted" && e.Path != "/" {
+			line += "/"
+		}
+		var notes []string
+		if e.Type == "reg" && e.Status != "deleted" {
+			notes = append(notes, fmt.Sprintf("%d bytes", e.Size))
+		}
+		if len(e.Merged) > 1 {
+			notes = append(notes, "merges "+names(e.Merged, layerName))
+		}
+		if len(e.Shadowed) > 0 {
+			verb := "hides"
+			if e.Status == "deleted" {
+				verb = "whiteout hides"
+			}
+			notes = append(notes, verb+" "+names(e.Shadowed, layerName))
+		}
+		if len(notes) > 0 {
+			line += "  (" + strings.Join(notes, "; ") + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "layer   entries  added  modified  deleted  opaque        bytes  hides bytes")
+	for _, s := range sums {
+		fmt.Fprintf(w, "%-6s %8d %6d %9d %8d %7d %12d %12d\n",
+			layerName(s.Layer), s.Entries, s.Added, s.Modified, s.Deleted, s.Opaque, s.Bytes, s.ShadowedBytes)
+	}
+}
+
+func names(layers []int, name func(int) string) string {
+	var out []string
+	for _, l := range layers {
+		out = append(out, name(l))
+	}
+	return strings.Join(out, ",")
+}
+
+// isTerminal reports whether w is a terminal that takes colour.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || os.Getenv("NO_COLOR") != "" || os.Getenv("TERM") == "dumb" {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

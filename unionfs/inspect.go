@@ -1,0 +1,282 @@
+package unionfs
+
+import (
+	"syscall"
+
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Inspector answers, without a mount, where each name of a stack's merged view comes from.
+type Inspector struct {
+	u *unionFS
+}
+
+// NewInspector opens the layers of cfg (which Validate with any mountpoint would accept,
+// less the mountpoint).
+func NewInspector(cfg Config) (*Inspector, error) {
+	cfg.Work = "" // nothing is written: no work directory is needed or touched
+	for i, l := range cfg.Lowers {
+		p, err := checkDir("lower layer", l)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Lowers[i] = p
+	}
+	if cfg.Upper != "" {
+		p, err := checkDir("upper layer", cfg.Upper)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Upper = p
+	}
+	u, err := newUnionFS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Inspector{u: u}, nil
+}
+
+// Close releases the layers.
+func (i *Inspector) Close() { i.u.close() }
+
+// Layers names the stack's layers, topmost first, as Origin.Layer numbers them.
+func (i *Inspector) Layers() []string {
+	out := make([]string, len(i.u.layers))
+	for k, l := range i.u.layers {
+		out[k] = l.path
+	}
+	return out
+}
+
+// HasUpper reports whether layer 0 is the writable upper.
+func (i *Inspector) HasUpper() bool { return i.u.hasUpper }
+
+// Origin is where one merged name comes from.
+type Origin struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Size  int64  `json:"size"`
+	Layer int    `json:"layer"` // the layer that serves it, 0 = topmost
+	// Status is "added" (no layer below holds the name), "modified" (it hides a lower
+	// object of the name), "merged" (a directory merging lower ones), "opaque" (a directory
+	// hiding a lower one), or "deleted" (a whiteout in Layer hides the lower object).
+	Status string `json:"status"`
+	// Shadowed lists the lower layers whose object of this name the view does not show.
+	Shadowed []int `json:"shadowed,omitempty"`
+	// ShadowedBytes adds up their sizes (regular files).
+	ShadowedBytes int64 `json:"shadowed_bytes"`
+	// Merged lists, for a directory, the layers whose directories it merges.
+	Merged []int `json:"merged,omitempty"`
+}
+
+// Lookup tells where the merged path (relative, "" for the root) comes from. A name that a
+// whiteout hides has Status "deleted"; one that no layer holds gives ENOENT.
+func (i *Inspector) Lookup(path string) (Origin, syscall.Errno) {
+	if path == "" {
+		o := Origin{Name: "", Type: "dir", Status: "merged"}
+		for k := range i.u.layers {
+			o.Merged = append(o.Merged, k)
+		}
+		return o, 0
+	}
+	res, errno := i.u.resolvePath(path)
+	dir, name := splitPath(path)
+	if errno == syscall.ENOENT {
+		parent, perr := i.u.resolvePath(dir)
+		if dir == "" {
+			parent, perr = i.rootResolution(), 0
+		}
+		if perr != 0 {
+			return Origin{}, errno
+		}
+		return i.deleted(parent.parts, name)
+	}
+	if errno != 0 {
+		return Origin{}, errno
+	}
+	parentParts := i.rootResolution().parts
+	if dir != "" {
+		parent, perr := i.u.resolvePath(dir)
+		if perr != 0 {
+			return Origin{}, perr
+		}
+		parentParts = parent.parts
+	}
+	return i.origin(parentParts, name, &res), 0
+}
+
+// List tells where every name of the merged directory at path comes from, deleted names
+// included.
+func (i *Inspector) List(path string) ([]Origin, syscall.Errno) {
+	var parts []part
+	if path == "" {
+		parts = i.rootResolution().parts
+	} else {
+		res, errno := i.u.resolvePath(path)
+		if errno != 0 {
+			return nil, errno
+		}
+		if !isDirStat(&res.st) {
+			return nil, syscall.ENOTDIR
+		}
+		parts = res.parts
+	}
+	entries, errno := i.u.mergedEntries(parts, 0)
+	if errno != 0 {
+		return nil, errno
+	}
+	dirs := i.u.newParentDirs(parts)
+	defer dirs.release()
+	var out []Origin
+	shown := map[string]bool{}
+	for _, e := range entries {
+		shown[e.Name] = true
+		res, errno := i.u.resolve(dirs, e.Name)
+		if errno != 0 {
+			continue
+		}
+		out = append(out, i.origin(parts, e.Name, &res))
+	}
+	// Names the layers hold but the view hides: deleted by a whiteout.
+	for _, p := range parts {
+		names, err := i.u.layers[p.layer].readNames(p.path)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if hidden, ok := whiteout.HiddenName(n); ok {
+				n = hidden
+			}
+			if shown[n] || whiteout.IsMarkerName(n) {
+				continue
+			}
+			shown[n] = true
+			if o, errno := i.deleted(parts, n); errno == 0 {
+				out = append(out, o)
+			}
+		}
+	}
+	return out, 0
+}
+
+func (i *Inspector) rootResolution() resolution {
+	var r resolution
+	for k := range i.u.layers {
+		r.parts = append(r.parts, part{layer: k})
+	}
+	return r
+}
+
+// origin describes res, the resolution of name in the directory of parentParts.
+func (i *Inspector) origin(parentParts []part, name string, res *resolution) Origin {
+	o := Origin{Name: name, Type: typeName(res.st.Mode), Layer: res.top()}
+	if o.Type == "reg" {
+		o.Size = res.st.Size
+	}
+	for _, p := range res.parts {
+		o.Merged = append(o.Merged, p.layer)
+	}
+	if len(res.parts) < 2 {
+		o.Merged = nil
+	}
+	// What the layers below the top hold under the name, and the view does not show.
+	for _, p := range parentParts {
+		if p.layer <= res.top() || contains(o.Merged, p.layer) {
+			continue
+		}
+		if st, ok := i.statIn(p, name); ok && !whiteout.IsWhiteoutDev(&st) {
+			o.Shadowed = append(o.Shadowed, p.layer)
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				o.ShadowedBytes += st.Size
+			}
+		}
+	}
+	switch {
+	case len(o.Merged) > 1:
+		o.Status = "merged"
+	case o.Type == "dir" && len(o.Shadowed) > 0:
+		o.Status = "opaque"
+	case len(o.Shadowed) > 0:
+		o.Status = "modified"
+	default:
+		o.Status = "added"
+	}
+	return o
+}
+
+// deleted describes name, which the view hides: the layer of the whiteout, and what it hides.
+func (i *Inspector) deleted(parentParts []part, name string) (Origin, syscall.Errno) {
+	o := Origin{Name: name, Status: "deleted", Layer: -1}
+	for _, p := range parentParts {
+		st, ok := i.statIn(p, name)
+		if o.Layer < 0 {
+			if ok && whiteout.IsWhiteoutDev(&st) {
+				o.Layer = p.layer
+				continue
+			}
+			if d, err := i.u.layers[p.layer].openDir(p.path); err == nil {
+				aufs, _ := whiteout.HasAufsWhiteout(d.fd, name)
+				xw := false
+				if ok && !i.u.layers[p.layer].upper {
+					xw, _ = whiteout.IsXWhiteout(d.fd, name, &st)
+				}
+				d.release()
+				if aufs && !ok || xw {
+					o.Layer = p.layer
+					continue
+				}
+			}
+			if ok {
+				return Origin{}, syscall.ENOENT // shown after all: not deleted
+			}
+			continue
+		}
+		if ok && !whiteout.IsWhiteoutDev(&st) {
+			o.Shadowed = append(o.Shadowed, p.layer)
+			o.Type = typeName(st.Mode)
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				o.ShadowedBytes += st.Size
+			}
+		}
+	}
+	if o.Layer < 0 || len(o.Shadowed) == 0 {
+		return Origin{}, syscall.ENOENT
+	}
+	return o, 0
+}
+
+func (i *Inspector) statIn(p part, name string) (unix.Stat_t, bool) {
+	var st unix.Stat_t
+	err := i.u.layers[p.layer].stat(joinPath(p.path, name), &st)
+	return st, err == nil
+}
+
+func contains(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func typeName(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "reg"
+	case unix.S_IFDIR:
+		return "dir"
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFSOCK:
+		return "socket"
+	case unix.S_IFCHR:
+		return "chardev"
+	case unix.S_IFBLK:
+		return "blockdev"
+	}
+	return "unknown"
+}
