@@ -28,6 +28,8 @@ func TestDemo(t *testing.T) {
 		"$ rm merged/f2", "f2 (character device 0/0: a whiteout)",
 		"$ echo more >> merged/f1", "upper/  now holds: f1  f2",
 		"lower/ still holds: f1  f2  f3",
+		"merged/ now shows: f1 (lower)  f2 (lower)  f3 (upper)  f4 (upper)",
+		"merged/ now shows: f1 (upper)  f3 (upper)  f4 (upper)  f5 (upper)",
 		"why:",
 	} {
 		if !strings.Contains(text, want) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -18,12 +19,18 @@ import (
 type demo struct {
 	out                           io.Writer
 	root, lower, upper, work, mnt string
+	// pause, if set, waits for a line on it before each step (live teaching).
+	pause *bufio.Reader
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintf(stderr, "layerfs: demo takes no arguments, got %q\n", args)
-		return 2
+	stepMode := false
+	for _, a := range args {
+		if a != "--step" {
+			fmt.Fprintf(stderr, "layerfs: demo: unknown argument %q (demo [--step])\n", a)
+			return 2
+		}
+		stepMode = true
 	}
 	root, err := os.MkdirTemp("", "layerfs-demo-")
 	if err != nil {
@@ -34,6 +41,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	d := &demo{out: stdout, root: root,
 		lower: filepath.Join(root, "lower"), upper: filepath.Join(root, "upper"),
 		work: filepath.Join(root, "work"), mnt: filepath.Join(root, "merged")}
+	if stepMode {
+		d.pause = bufio.NewReader(os.Stdin)
+	}
 	if err := d.setup(); err != nil {
 		fmt.Fprintf(stderr, "layerfs: demo: %v\n", err)
 		return 1
@@ -78,6 +88,10 @@ func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n",
 
 // step prints one command of the walkthrough, runs it, and shows both views.
 func (d *demo) step(n int, command, why string, act func() (string, error)) error {
+	if d.pause != nil {
+		fmt.Fprint(d.out, "[press Enter for the next step] ")
+		d.pause.ReadString('\n')
+	}
 	d.say("── step %d ─────────────────────────────────────────────", n)
 	d.say("$ %s", command)
 	output, err := act()
@@ -87,7 +101,7 @@ func (d *demo) step(n int, command, why string, act func() (string, error)) erro
 	if output != "" {
 		fmt.Fprint(d.out, indent(output))
 	}
-	merged, err := listing(d.mnt)
+	merged, err := d.layeredListing()
 	if err != nil {
 		return err
 	}
@@ -170,6 +184,30 @@ func (d *demo) walk() error {
 	d.say("")
 	d.say("$ fusermount3 -u merged    (the demo unmounts and removes %s)", d.root)
 	return nil
+}
+
+// layeredListing lists the merged view with the layer serving each name, as the mount tells
+// through the user.layerfs.layer attribute.
+func (d *demo) layeredListing() (string, error) {
+	ents, err := os.ReadDir(d.mnt)
+	if err != nil {
+		return "", err
+	}
+	var names []string
+	for _, e := range ents {
+		buf := make([]byte, 4096)
+		n, err := unix.Getxattr(filepath.Join(d.mnt, e.Name()), unionfs.LayerXattr, buf)
+		if err != nil {
+			return "", err
+		}
+		layer := "lower"
+		if strings.HasPrefix(string(buf[:n]), "0 ") {
+			layer = "upper"
+		}
+		names = append(names, e.Name()+" ("+layer+")")
+	}
+	sort.Strings(names)
+	return strings.Join(names, "  "), nil
 }
 
 func readFile(p string) (string, error) {
