@@ -34,6 +34,9 @@ type Config struct {
 	MountOptions []string
 	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
 	FsName string
+	// Trace, if set, is called with every overlay action the mount takes (copy-up, whiteout,
+	// opaque directory, redirect), from the goroutine serving the operation.
+	Trace func(Event)
 }
 
 // ReadOnly reports whether the mount has no upper layer.

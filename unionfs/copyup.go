@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/whiteout"
@@ -70,10 +71,16 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		return 0 // copied up while we waited
 	}
 	path := n.path()
+	start := time.Now()
 	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, withData)
 	if err != nil {
 		return toErrno(err)
 	}
+	ev := Event{Kind: "copy-up", Path: path, Layer: top.layer, Duration: time.Since(start)}
+	if withData && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		ev.Bytes = st.Size
+	}
+	n.u.trace(ev)
 	var ust unix.Stat_t
 	if err := n.u.upper().stat(path, &ust); err != nil {
 		return toErrno(err)
@@ -185,6 +192,7 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 			if _, err := u.copyUpOne(res.parts[0], childPath, res.ino, true); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
+			u.trace(Event{Kind: "copy-up", Path: childPath, Layer: res.top()})
 			res.parts = append([]part{{layer: 0, path: childPath}}, res.parts...)
 		}
 		curPath, parts = childPath, res.parts

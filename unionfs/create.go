@@ -180,7 +180,9 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	}
 	if err == nil && isDir {
 		// The name hid a lower object: the new directory must not merge with it.
-		err = whiteout.SetOpaque(w, tmp, n.u.xattrPrefix())
+		if err = whiteout.SetOpaque(w, tmp, n.u.xattrPrefix()); err == nil {
+			n.u.trace(Event{Kind: "opaque", Path: joinPath(n.path(), s.name), Layer: -1})
+		}
 	}
 	if err == nil {
 		err = n.place(s, tmp, isDir)

@@ -88,6 +88,7 @@ func (u *unionFS) linkUpOthers(ctx context.Context, root *node, src part, realIn
 		if err := u.linkInUpper(doneDir, doneName, dir, name); err != nil {
 			return err
 		}
+		u.trace(Event{Kind: "link-up", Path: p, Layer: src.layer})
 	}
 	return nil
 }

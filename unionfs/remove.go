@@ -155,6 +155,9 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 	default:
 		err = unix.Unlinkat(d.fd, name, 0)
 	}
+	if err == nil && (!inUpper || needWhiteout) {
+		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: n.lowerLayerOf(name)})
+	}
 	return toErrno(err)
 }
 
@@ -205,4 +208,18 @@ func (n *node) removeDir(dirfd int, name string) error {
 		return err
 	}
 	return copyup.RemoveAll(n.u.workFd, tmp)
+}
+
+// lowerLayerOf returns the topmost lower layer that shows name in directory n, -1 if none.
+func (n *node) lowerLayerOf(name string) int {
+	lowers := n.lowerParts()
+	if len(lowers) == 0 {
+		return -1
+	}
+	dirs := n.u.newParentDirs(lowers)
+	defer dirs.release()
+	if res, errno := n.u.resolve(dirs, name); errno == 0 {
+		return res.top()
+	}
+	return -1
 }

@@ -179,6 +179,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if err != nil {
 		return toErrno(err)
 	}
+	if srcWhiteout {
+		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: n.lowerLayerOf(name)})
+	}
 	if aufsAtDst {
 		unix.Unlinkat(dd.fd, whiteout.Prefix+newName, 0)
 	}
@@ -214,9 +217,11 @@ func clearDir(dirfd int, name string) error {
 // a merged directory.
 func (u *unionFS) markMovedDir(d *node, dirfd int, name string, to *node) error {
 	if lower := d.lowerParts(); len(lower) > 0 {
+		u.trace(Event{Kind: "redirect", Path: d.path(), Layer: lower[0].layer, Detail: "/" + lower[0].path})
 		return u.setRedirect(dirfd, name, lower[0].path)
 	}
 	if to.isMerged() {
+		u.trace(Event{Kind: "opaque", Path: d.path(), Layer: -1})
 		return whiteout.SetOpaque(dirfd, name, u.xattrPrefix())
 	}
 	return nil

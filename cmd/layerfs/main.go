@@ -50,6 +50,7 @@ Usage:
   layerfs --lower LOWER1 [--lower LOWER2…] [--upper UPPER --work WORK] MOUNTPOINT
   layerfs demo
   layerfs inspect -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
+  layerfs watch MOUNTPOINT
   layerfs --version
 
 Lowers are listed topmost first, as for the kernel's overlayfs. Without an upper directory
@@ -67,6 +68,8 @@ Examples:
   fusermount3 -u /c/merged
   # watch overlay semantics happen in a temporary stack
   layerfs demo
+  # copy-ups, whiteouts and opaque directories of a mount, as they happen
+  layerfs watch /c/merged
   # which layer serves /etc, and what each layer adds or deletes (no mount needed)
   layerfs inspect -o lowerdir=/img/layer2:/img/layer1,upperdir=/c/upper /etc
 
@@ -97,6 +100,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "inspect" {
 		return runInspect(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "watch" {
+		return runWatch(args[1:], stdout, stderr)
+	}
 	flags := flag.NewFlagSet("layerfs", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	var (
@@ -106,6 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		work       = flags.String("work", "", "the work directory (same filesystem as --upper)")
 		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground; SIGINT/SIGTERM unmount")
 		debugFlag  = flags.BoolP("debug", "d", false, "trace every FUSE operation to stderr (implies nothing else)")
+		traceFlag  = flags.Bool("trace", false, "log every overlay action (copy-up, whiteout, opaque, redirect) to stderr")
 		showVer    = flags.BoolP("version", "V", false, "print the version and exit")
 		help       = flags.BoolP("help", "h", false, "show this help")
 	)
@@ -163,6 +170,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg.Debug = cfg.Debug || *debugFlag
 	if cfg.Debug {
 		cfg.DebugLog = stderr
+	}
+	traceLog = nil
+	if *traceFlag {
+		traceLog = stderr
 	}
 
 	rest := flags.Args()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -20,12 +21,42 @@ import (
 // reports readiness to the parent.
 const daemonEnv = "_LAYERFS_DAEMON_FD"
 
+// traceLog receives --trace lines; nil without --trace.
+var traceLog io.Writer
+
+// mountWithEvents mounts and publishes the mount's events for layerfs watch (and --trace).
+func mountWithEvents(mountpoint string, cfg unionfs.Config) (*unionfs.Server, *events, error) {
+	mnt, err := filepath.Abs(mountpoint)
+	if err == nil {
+		mnt, err = filepath.EvalSymlinks(mnt)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ev, err := listenEvents(mnt)
+	if err != nil {
+		ev = nil // watching is a convenience: the mount goes on without it
+	}
+	traceTo(&cfg, ev, traceLog)
+	srv, err := unionfs.Mount(mountpoint, cfg)
+	if err != nil {
+		if ev != nil {
+			ev.close()
+		}
+		return nil, nil, err
+	}
+	return srv, ev, nil
+}
+
 // serveForeground mounts and serves until unmounted; SIGINT, SIGTERM and SIGHUP unmount.
 func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) int {
-	srv, err := unionfs.Mount(mountpoint, cfg)
+	srv, ev, err := mountWithEvents(mountpoint, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "layerfs: mount %s: %s\n", mountpoint, errMessage(err))
 		return 1
+	}
+	if ev != nil {
+		defer ev.close()
 	}
 	return serve(srv, stderr)
 }
@@ -101,7 +132,7 @@ func serveBackground(mountpoint string, cfg unionfs.Config, stderr io.Writer) in
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), daemonEnv+"=3")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
-	if cfg.Debug {
+	if cfg.Debug || traceLog != nil {
 		// The trace was asked for: it goes where our stderr goes.
 		cmd.Stderr = stderrFile(stderr, devnull)
 	}
@@ -142,11 +173,14 @@ func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
 	}
 	report := os.NewFile(uintptr(fd), "ready")
 	os.Unsetenv(daemonEnv)
-	srv, err := unionfs.Mount(mountpoint, cfg)
+	srv, ev, err := mountWithEvents(mountpoint, cfg)
 	if err != nil {
 		fmt.Fprintf(report, "mount %s: %s\n", mountpoint, strings.ReplaceAll(errMessage(err), "\n", " "))
 		report.Close()
 		return 1
+	}
+	if ev != nil {
+		defer ev.close()
 	}
 	fmt.Fprintln(report, "ok")
 	report.Close()
