@@ -110,6 +110,11 @@ func TestInspectTextAndErrors(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "modified  /mod") || strings.Contains(string(out), "\033[") {
 		t.Errorf("inspect /mod (not a terminal: no colour): %v\n%s", err, out)
 	}
+	// Layers as arguments, topmost first, and the path last.
+	out, err = exec.Command(bin, "inspect", st.Upper, st.Lowers[0], st.Lowers[1], "/mod").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "[L1   ] modified  /mod") {
+		t.Errorf("inspect LAYER... PATH: %v\n%s", err, out)
+	}
 	out, err = exec.Command(bin, "inspect", "-o", st.options(), "/nope").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "/nope") {
 		t.Errorf("inspect of a missing path: %v %s", err, out)

@@ -16,6 +16,10 @@ import (
 const inspectUsage = `Usage:
   layerfs inspect [--json] -o lowerdir=A:B[,upperdir=U] [PATH]
   layerfs inspect [--json] --lower A --lower B [--upper U] [PATH]
+  layerfs inspect [--json] LAYER... [PATH]
+
+In the last form the layers are listed topmost first and all read as lowers; PATH is the last
+argument when it starts with "/" and is no directory on this machine (or give --path).
 
 Shows, without mounting, where PATH of the merged view comes from: the layer that serves it,
 what it hides in the layers below, or the whiteout that deletes it. For a directory, the tree
@@ -52,6 +56,7 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	lowers := flags.StringArray("lower", nil, "a read-only layer; repeat, topmost first")
 	upper := flags.String("upper", "", "the upper layer")
 	asJSON := flags.Bool("json", false, "print JSON")
+	pathFlag := flags.String("path", "", "the merged path to inspect (default: the root)")
 	flags.Usage = func() {
 		fmt.Fprint(stderr, inspectUsage)
 		flags.PrintDefaults()
@@ -74,18 +79,27 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	if *upper != "" {
 		cfg.Upper = *upper
 	}
+	rest := flags.Args()
+	target := *pathFlag
 	if len(cfg.Lowers) == 0 {
-		fmt.Fprintln(stderr, "layerfs inspect: no lower layer given (see layerfs inspect --help)")
+		// Positional layers, and perhaps a path last.
+		if n := len(rest); n > 1 && target == "" && strings.HasPrefix(rest[n-1], "/") && !isDir(rest[n-1]) {
+			target, rest = rest[n-1], rest[:n-1]
+		}
+		cfg.Lowers, rest = rest, nil
+	}
+	if len(cfg.Lowers) == 0 {
+		fmt.Fprintln(stderr, "layerfs inspect: no layer given (see layerfs inspect --help)")
 		return 2
 	}
-	if len(flags.Args()) > 1 {
-		fmt.Fprintf(stderr, "layerfs inspect: one path expected, got %q\n", flags.Args())
+	if len(rest) > 1 || (len(rest) == 1 && target != "") {
+		fmt.Fprintf(stderr, "layerfs inspect: one path expected, got %q\n", append(rest, target))
 		return 2
 	}
-	path := ""
-	if len(flags.Args()) == 1 {
-		path = strings.Trim(flags.Args()[0], "/")
+	if len(rest) == 1 {
+		target = rest[0]
 	}
+	path := strings.Trim(target, "/")
 	ins, err := unionfs.NewInspector(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "layerfs inspect: %s\n", errMessage(err))
@@ -251,4 +265,9 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
