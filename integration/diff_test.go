@@ -101,6 +101,17 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 	r := &divergences{t: t, seed: seed, repro: repro}
 	defer r.report()
 
+	// The lowers must come out as they went in, to the byte and the timestamp.
+	lowersBefore := map[string]tree{}
+	for _, l := range append(append([]string{}, st.Lowers...), kst.Lowers...) {
+		lowersBefore[l] = snapshot(t, l, false)
+	}
+	defer func() {
+		for l, before := range lowersBefore {
+			r.trees("lower layer "+l+" changed", compareTrees, before, snapshot(t, l, false))
+		}
+	}()
+
 	g := &opGen{rnd: rand.New(rand.NewSource(seed))}
 	kprev := snapshot(t, kmnt, false)
 	lprev := snapshot(t, lmnt, true)

@@ -1,0 +1,134 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCrashDuringCopyUp kills the server while it copies a large file up, then mounts again:
+// the file shows either its old or its new contents, never a part; no temporary object shows
+// or stays behind; the lower layer is unchanged.
+func TestCrashDuringCopyUp(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 32<<20/16) // 32 MiB of data, no holes
+	must(t, os.WriteFile(filepath.Join(st.Lowers[0], "big"), big, 0o644))
+	lowerSum := sha256.Sum256(big)
+	mnt := mkdir(t, root, "mnt")
+
+	var oldSeen, newSeen, midCopy int
+	for attempt := 0; attempt < 20; attempt++ {
+		cmd := exec.Command(bin, "-f", "-o", st.options()+",volatile", mnt)
+		must(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		waitMounted(t, mnt, done)
+		// Open for append starts the copy-up; kill the server while it runs, a little later
+		// each attempt.
+		opened := make(chan error, 1)
+		go func() {
+			f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.Write([]byte("appended"))
+				f.Close()
+			}
+			opened <- err
+		}()
+		time.Sleep(time.Duration(attempt) * time.Millisecond)
+		cmd.Process.Kill()
+		<-done
+		<-opened // an error: the server died under it, or success: it finished first
+		unmountFuse(t, mnt)
+		if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) > 0 {
+			midCopy++ // killed with a copy under construction
+		}
+
+		mountLayerfs(t, st, mnt)
+		data, err := os.ReadFile(filepath.Join(mnt, "big"))
+		must(t, err)
+		switch {
+		case bytes.Equal(data, big):
+			oldSeen++
+		case len(data) == len(big)+len("appended") && bytes.Equal(data[:len(big)], big) && string(data[len(big):]) == "appended":
+			newSeen++
+		default:
+			t.Fatalf("attempt %d: big has %d bytes after the crash: neither the old nor the new contents", attempt, len(data))
+		}
+		ents, _ := os.ReadDir(mnt)
+		for _, e := range ents {
+			if e.Name() != "big" {
+				t.Errorf("attempt %d: %s shows after the crash", attempt, e.Name())
+			}
+		}
+		if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) != 0 {
+			t.Errorf("attempt %d: %d stale objects in the work directory after remount", attempt, len(left))
+		}
+		unmountFuse(t, mnt)
+		// Start again from a clean upper.
+		must(t, os.RemoveAll(st.Upper))
+		must(t, os.Mkdir(st.Upper, 0o755))
+	}
+	t.Logf("after the crashes: %d times the old contents, %d times the new; %d killed mid-copy", oldSeen, newSeen, midCopy)
+	lower, err := os.ReadFile(filepath.Join(st.Lowers[0], "big"))
+	must(t, err)
+	if sha256.Sum256(lower) != lowerSum {
+		t.Error("the lower layer changed")
+	}
+}
+
+// TestUpperFull: with a small upper, copy-up and writes fail with ENOSPC; nothing partial
+// shows, the lower stays readable, and once space is freed the mount works again.
+func TestUpperFull(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	small := mkdir(t, root, "small")
+	if err := unix.Mount("tmpfs", small, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatalf("mount a 1 MiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(small, unix.MNT_DETACH) })
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, small, "upper"), Work: mkdir(t, small, "work")}
+	big := bytes.Repeat([]byte("x"), 2<<20)
+	must(t, os.WriteFile(filepath.Join(st.Lowers[0], "big"), big, 0o644))
+	mnt := mkdir(t, root, "mnt")
+	mountLayerfs(t, st, mnt)
+
+	f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY|os.O_APPEND, 0)
+	if !errors.Is(err, syscall.ENOSPC) {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("copy-up of 2 MiB into a 1 MiB upper: %v, want ENOSPC", err)
+	}
+	if data, err := os.ReadFile(filepath.Join(mnt, "big")); err != nil || !bytes.Equal(data, big) {
+		t.Errorf("big after the failed copy-up: %d bytes, %v", len(data), err)
+	}
+	if _, err := os.Stat(filepath.Join(st.Upper, "big")); !os.IsNotExist(err) {
+		t.Errorf("a partial copy is in the upper: %v", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) != 0 {
+		t.Errorf("%d objects left in the work directory", len(left))
+	}
+	err = os.WriteFile(filepath.Join(mnt, "fill"), bytes.Repeat([]byte("y"), 2<<20), 0o644)
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("writing 2 MiB into a 1 MiB upper: %v, want ENOSPC", err)
+	}
+	must(t, os.Remove(filepath.Join(mnt, "fill")))
+	must(t, os.WriteFile(filepath.Join(mnt, "small"), []byte("fits"), 0o644))
+	if data, err := os.ReadFile(filepath.Join(mnt, "small")); err != nil || string(data) != "fits" {
+		t.Errorf("after freeing space: %q %v", data, err)
+	}
+	if out, _ := exec.Command("sh", "-c", "ls "+mnt).CombinedOutput(); !strings.Contains(string(out), "big") {
+		t.Errorf("listing after ENOSPC: %s", out)
+	}
+}
