@@ -68,11 +68,14 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			Name:   "layerfs",
 			// The kernel checks permissions against the attributes we report, as overlayfs
 			// checks them against the merged inode.
-			Options:          append([]string{"default_permissions"}, cfg.MountOptions...),
-			AllowOther:       os.Geteuid() == 0,
-			DirectMount:      os.Geteuid() == 0,
-			MaxWrite:         1 << 20,
-			EnableLocks:      true,
+			Options:     append([]string{"default_permissions"}, cfg.MountOptions...),
+			AllowOther:  os.Geteuid() == 0,
+			DirectMount: os.Geteuid() == 0,
+			MaxWrite:    1 << 20,
+			EnableLocks: true,
+			// The kernel checks POSIX ACLs itself, as overlayfs does, and caches them per inode:
+			// ls -l no longer sends two ACL reads per file every time.
+			EnableAcl:        true,
 			Debug:            cfg.Debug,
 			DirectMountFlags: directMountFlags(cfg),
 		},
