@@ -132,3 +132,66 @@ func TestUpperFull(t *testing.T) {
 		t.Errorf("listing after ENOSPC: %s", out)
 	}
 }
+
+// TestCrashDuringRenamesAndRmdir kills the server while a program moves lower files and
+// removes a lower tree, then mounts again: every file is at its old name or its new one,
+// exactly once and whole; the tree is there or gone, or has lost whole entries; nothing
+// half-made shows, the work directory is clean, the lower is unchanged.
+func TestCrashDuringRenamesAndRmdir(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	lower := builder{t, st.Lowers[0]}
+	const n = 200
+	for i := 0; i < n; i++ {
+		lower.file(filepath.Join("src", itoa(i)), strings.Repeat(itoa(i), 100), 0o644)
+		lower.file(filepath.Join("tree", itoa(i%10), itoa(i)), "t", 0o644)
+	}
+	lower.settle()
+	before := snapshot(t, st.Lowers[0], false)
+	mnt := mkdir(t, root, "mnt")
+	for attempt := 0; attempt < 8; attempt++ {
+		cmd := exec.Command(bin, "-f", "-o", st.options(), mnt)
+		must(t, cmd.Start())
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		waitMounted(t, mnt, done)
+		os.Mkdir(filepath.Join(mnt, "dst"), 0o755)
+		worker := exec.Command("sh", "-c", "cd "+mnt+" && for f in src/*; do mv $f dst/; done; rm -rf tree")
+		must(t, worker.Start())
+		time.Sleep(time.Duration(5+attempt*15) * time.Millisecond)
+		cmd.Process.Kill()
+		<-done
+		worker.Wait()
+		unmountFuse(t, mnt)
+
+		mountLayerfs(t, st, mnt)
+		for i := 0; i < n; i++ {
+			name := itoa(i)
+			a, errA := os.ReadFile(filepath.Join(mnt, "src", name))
+			b, errB := os.ReadFile(filepath.Join(mnt, "dst", name))
+			want := strings.Repeat(name, 100)
+			switch {
+			case errA == nil && errB == nil:
+				t.Fatalf("attempt %d: %s is both at src and dst", attempt, name)
+			case errA == nil && string(a) != want, errB == nil && string(b) != want:
+				t.Fatalf("attempt %d: %s has wrong contents", attempt, name)
+			case errA != nil && errB != nil:
+				t.Fatalf("attempt %d: %s is lost (%v, %v)", attempt, name, errA, errB)
+			}
+		}
+		if ents, err := os.ReadDir(filepath.Join(mnt, "tree")); err == nil {
+			for _, e := range ents {
+				if !e.IsDir() {
+					t.Errorf("attempt %d: tree/%s is not a directory", attempt, e.Name())
+				}
+			}
+		}
+		if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) != 0 {
+			t.Errorf("attempt %d: %d stale objects in the work directory after remount", attempt, len(left))
+		}
+		snapshot(t, mnt, true) // the whole view is consistent: readdir and lstat agree
+		unmountFuse(t, mnt)
+	}
+	compareTrees(t, before, snapshot(t, st.Lowers[0], false))
+}
