@@ -19,7 +19,8 @@ type Config struct {
 	// before they are renamed into place. Required with Upper.
 	Work string
 	// UserXattr selects user.overlay.* attributes for the markers layerfs writes (the kernel's
-	// userxattr mode); otherwise trusted.overlay.* is written. Both are always read.
+	// userxattr mode); otherwise trusted.overlay.* is written. Both are always read. Mount
+	// sets it when not running as root.
 	UserXattr bool
 	// Volatile skips fsync, as the kernel's volatile option does.
 	Volatile bool

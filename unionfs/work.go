@@ -22,10 +22,15 @@ func openWork(workdir string) (int, error) {
 		return -1, fmt.Errorf("open workdir %s: %w", workdir, err)
 	}
 	defer unix.Close(root)
-	if err := unix.Mkdirat(root, workDirName, 0o000); err != nil && !errors.Is(err, unix.EEXIST) {
+	// The kernel makes it with mode 0, which only it (and root) can enter; an unprivileged
+	// server needs to enter it too.
+	if err := unix.Mkdirat(root, workDirName, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
 		return -1, fmt.Errorf("create %s/%s: %w", workdir, workDirName, err)
 	}
 	fd, err := unix.Openat(root, workDirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EACCES) && unix.Fchmodat(root, workDirName, 0o700, 0) == nil {
+		fd, err = unix.Openat(root, workDirName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("open %s/%s: %w", workdir, workDirName, err)
 	}
