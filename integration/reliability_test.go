@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,4 +195,61 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 		unmountFuse(t, mnt)
 	}
 	compareTrees(t, before, snapshot(t, st.Lowers[0], false))
+}
+
+// TestNoEscapeThroughChangedLayer: a lower directory swapped for a symlink to outside the
+// layer while mounted (lowers must not change, but may) never leads layerfs out of the layer:
+// reads, listings, copy-ups and xattr reads through names it had looked up before fail rather
+// than reach the target, and copy-up does not take the symlink for the directory.
+func TestNoEscapeThroughChangedLayer(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	outside := mkdir(t, root, "outside")
+	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600))
+	lower := builder{t, st.Lowers[0]}
+	lower.file("d/secret", "inside", 0o644)
+	lower.settle()
+	// The mountpoint sits deeper than the layer, so the relative symlink below reaches the
+	// outside file only when resolved inside the layer, never from the merged view: whatever
+	// reaches it was a walk through the layer following the link.
+	mnt := mkdir(t, root, "a/b/mnt")
+	mountLayerfs(t, st, mnt)
+	if data, err := os.ReadFile(filepath.Join(mnt, "d/secret")); err != nil || string(data) != "inside" {
+		t.Fatalf("before the swap: %q %v", data, err)
+	}
+	// Swap the lower directory for a symlink to outside, under the mount's feet.
+	must(t, os.RemoveAll(filepath.Join(st.Lowers[0], "d")))
+	must(t, os.Symlink("../outside", filepath.Join(st.Lowers[0], "d")))
+
+	for name, op := range map[string]func() ([]byte, error){
+		"read": func() ([]byte, error) { return os.ReadFile(filepath.Join(mnt, "d/secret")) },
+		"listing": func() ([]byte, error) {
+			e, err := os.ReadDir(filepath.Join(mnt, "d"))
+			return []byte(fmt.Sprint(e)), err
+		},
+		"copy-up": func() ([]byte, error) {
+			err := os.WriteFile(filepath.Join(mnt, "d/secret"), []byte("overwrite"), 0o644)
+			return nil, err
+		},
+		"xattr": func() ([]byte, error) {
+			buf := make([]byte, 64)
+			n, err := unix.Getxattr(filepath.Join(mnt, "d/secret"), "user.x", buf)
+			return buf[:max(n, 0)], err
+		},
+	} {
+		data, err := op()
+		if err == nil && bytes.Contains(data, []byte("secret")) {
+			t.Errorf("%s through the swapped directory reached outside the layer: %q", name, data)
+		}
+	}
+	if data, _ := os.ReadFile(filepath.Join(outside, "secret")); string(data) != "secret" {
+		t.Errorf("the file outside the layer was changed: %q", data)
+	}
+	if fi, err := os.Lstat(filepath.Join(st.Upper, "d")); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		t.Error("copy-up put the swapped-in symlink into the upper")
+	}
+	if data, err := os.ReadFile(filepath.Join(st.Upper, "d", "secret")); err == nil && string(data) == "secret" {
+		t.Error("the outside file was copied into the upper")
+	}
 }

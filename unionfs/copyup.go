@@ -72,7 +72,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	}
 	path := n.path()
 	start := time.Now()
-	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, withData)
+	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, n.StableAttr().Mode&unix.S_IFMT, withData)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -106,10 +106,10 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	return 0
 }
 
-// copyUpOne copies the object at src into the upper at path, whose parent directory must
-// exist there already, and returns the source's stat. The parent's times are put back: a
+// copyUpOne copies the object at src, which must be of type wantType, into the upper at path,
+// whose parent directory must exist there already, and returns the source's stat. The parent's times are put back: a
 // copy-up is no change of the merged directory.
-func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, withData bool) (unix.Stat_t, error) {
+func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint32, withData bool) (unix.Stat_t, error) {
 	var st, parentSt unix.Stat_t
 	sdir, sname := splitPath(srcPart.path)
 	dir, name := splitPath(path)
@@ -125,6 +125,11 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, withData bool
 	defer dst.release()
 	if err := unix.Fstatat(src.fd, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return st, err
+	}
+	if st.Mode&unix.S_IFMT != wantType {
+		// The layer changed under the mount (a directory swapped for a symlink, say): copy
+		// nothing the merged object was not.
+		return st, unix.ESTALE
 	}
 	if err := unix.Fstat(dst.fd, &parentSt); err != nil {
 		return st, err
@@ -189,7 +194,7 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 			return syscall.ENOTDIR
 		}
 		if !u.layers[res.top()].upper {
-			if _, err := u.copyUpOne(res.parts[0], childPath, res.ino, true); err != nil && !errors.Is(err, unix.EEXIST) {
+			if _, err := u.copyUpOne(res.parts[0], childPath, res.ino, unix.S_IFDIR, true); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
 			u.trace(Event{Kind: "copy-up", Path: childPath, Layer: res.top()})
