@@ -218,3 +218,51 @@ func waitGone(t testing.TB, pid int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestEscapedPathsAndStaleMount: layer paths holding ":" and "," work when escaped the
+// fuse-overlayfs way; a dead mount left at the mountpoint gives one clear line, no hang.
+func TestEscapedPathsAndStaleMount(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	odd := mkdir(t, root, "a:b,c")
+	builder{t, odd}.file("f", "odd", 0o644)
+	up, work := mkdir(t, root, "u,1"), mkdir(t, root, "w:1")
+	mnt := mkdir(t, root, "mnt")
+	esc := func(p string) string { return strings.NewReplacer(`:`, `\:`, `,`, `\,`).Replace(p) }
+	out, err := exec.Command(bin, "-o", "lowerdir="+esc(odd)+",upperdir="+esc(up)+",workdir="+esc(work), mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("escaped paths: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { unmountFuse(t, mnt) })
+	if data, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(data) != "odd" {
+		t.Errorf("f: %q %v", data, err)
+	}
+	must(t, os.WriteFile(filepath.Join(mnt, "g"), []byte("up"), 0o644))
+	if _, err := os.Stat(filepath.Join(up, "g")); err != nil {
+		t.Errorf("g not in the upper %s: %v", up, err)
+	}
+
+	// Kill the server: the mount stays, dead.
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("%d servers for %s", len(pids), mnt)
+	}
+	must(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	waitGone(t, pids[0])
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "-o", "lowerdir="+esc(odd), mnt)
+	cmd.Stderr = &stderr
+	done := make(chan error, 1)
+	must(t, cmd.Start())
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		msg := strings.TrimSpace(stderr.String())
+		if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "mountpoint") {
+			t.Errorf("mount over a dead mount: %v, stderr %q", err, msg)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("mount over a dead mount hangs")
+	}
+}
