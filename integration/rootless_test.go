@@ -80,6 +80,17 @@ func TestRootless(t *testing.T) {
 	if _, err := unix.Lgetxattr(filepath.Join(st.Upper, "d"), "trusted.overlay.opaque", buf); err == nil {
 		t.Error("a rootless mount wrote trusted.overlay.opaque")
 	}
+	// Without access to /dev/fuse the user is told what is missing, not an exit code.
+	fi, err := os.Stat("/dev/fuse")
+	must(t, err)
+	t.Cleanup(func() { os.Chmod("/dev/fuse", fi.Mode().Perm()) })
+	must(t, os.Chmod("/dev/fuse", 0o600))
+	out, err = asUser(t, ubin+" -o "+st.options()+" "+mnt)
+	must(t, os.Chmod("/dev/fuse", fi.Mode().Perm()))
+	if err == nil || !strings.Contains(out, "/dev/fuse") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("mount without access to /dev/fuse: %v\n%s", err, out)
+	}
+
 	kmnt := mkdir(t, root, "k")
 	mountKernel(t, st, kmnt, "userxattr")
 	view := snapshot(t, kmnt, false)

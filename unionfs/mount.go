@@ -1,8 +1,10 @@
 package unionfs
 
 import (
+	"fmt"
 	"log"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,6 +32,11 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	mnt, err := checkDir("mountpoint", mountpoint)
 	if err != nil {
 		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		if err := checkUnprivileged(); err != nil {
+			return nil, err
+		}
 	}
 	// The kernel applies the caller's umask before it sends a mode; ours must not apply again.
 	unix.Umask(0)
@@ -137,4 +144,18 @@ func (u *unionFS) rootIno() (uint64, error) {
 		return u.inoOf(l, st.Ino), nil
 	}
 	return 1, nil
+}
+
+// checkUnprivileged names what an unprivileged mount lacks, before fusermount3 fails with
+// an exit code only.
+func checkUnprivileged() error {
+	if err := unix.Access("/dev/fuse", unix.R_OK|unix.W_OK); err != nil {
+		return fmt.Errorf("%w: cannot open /dev/fuse (%v): an unprivileged user needs read and write access to it", ErrConfig, err)
+	}
+	for _, name := range []string{"fusermount3", "fusermount"} {
+		if _, err := exec.LookPath(name); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: fusermount3 not found: an unprivileged mount needs it (Debian/Ubuntu package fuse3)", ErrConfig)
 }
