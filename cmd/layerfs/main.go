@@ -48,9 +48,9 @@ const usageText = `layerfs — overlay (union) filesystem in userspace
 Usage:
   layerfs -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER,workdir=WORK][,OPTION…] MOUNTPOINT
   layerfs --lower LOWER1 [--lower LOWER2…] [--upper UPPER --work WORK] MOUNTPOINT
-  layerfs demo
+  layerfs demo [--step]
   layerfs inspect -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
-  layerfs watch MOUNTPOINT
+  layerfs watch [--json] MOUNTPOINT
   layerfs --version
 
 Lowers are listed topmost first, as for the kernel's overlayfs. Without an upper directory
