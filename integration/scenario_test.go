@@ -117,6 +117,12 @@ func TestScenarios(t *testing.T) {
 			mountLayerfs(t, kst, l2)
 			t.Logf("%s mounting the upper written by the kernel:", testedName())
 			compareTrees(t, k, snapshot(t, l2, true))
+			// And the program mounting its own upper again shows what it showed before
+			// (a recreated directory must not get its old children back).
+			l3 := mkdir(t, root, "l3")
+			mountLayerfs(t, st, l3)
+			t.Logf("%s mounting its own upper again:", testedName())
+			compareTrees(t, l, snapshot(t, l3, true))
 		})
 	}
 }
