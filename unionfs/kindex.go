@@ -109,14 +109,14 @@ func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *reso
 	// The new link is a name the object had already: count it out of the kernel's
 	// overlay.nlink, and record the merged number the name had, as copy-up does.
 	u.adjustKernelNlink(u.kindexFd, entry, -1)
-	unix.Lsetxattr("/proc/self/fd/"+strconv.Itoa(d.fd)+"/"+name, u.xattrPrefix()+originAttr,
+	unix.Lsetxattr(procPath(d.fd, name), u.xattrPrefix()+originAttr,
 		[]byte(strconv.FormatUint(res.ino, 10)), 0)
 	return true
 }
 
 // adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
 func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+	p := procPath(dirfd, name)
 	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
 		var buf [32]byte
 		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
@@ -144,10 +144,7 @@ func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
 	if nlink < 2 || isDirStat(st) {
 		return nlink
 	}
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
-	if name != "" {
-		p += "/" + name
-	}
+	p := procPath(dirfd, name)
 	var buf [32]byte
 	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
 		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
@@ -183,7 +180,7 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 		return 0, false
 	}
 	var buf [128]byte
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+	p := procPath(dirfd, name)
 	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
 		sz, err := unix.Lgetxattr(p, prefix+"origin", buf[:])
 		if err == nil {
@@ -194,13 +191,21 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 }
 
 // readOriginAny returns the merged number recorded on an upper object, by layerfs's copy-up or
-// the kernel's, with one listxattr for the common case of an object that has neither.
+// the kernel's: one listxattr tells which, if any, is there (most objects have neither).
 func (u *unionFS) readOriginAny(dirfd int, name string) (uint64, bool) {
 	var buf [1024]byte
-	sz, err := unix.Llistxattr("/proc/self/fd/"+strconv.Itoa(dirfd)+"/"+name, buf[:])
-	if err == nil && sz == 0 {
+	sz, err := unix.Llistxattr(procPath(dirfd, name), buf[:])
+	if err == nil {
+		names := "\x00" + string(buf[:sz])
+		switch {
+		case strings.Contains(names, "\x00"+u.xattrPrefix()+originAttr+"\x00"):
+			return u.readOrigin(dirfd, name)
+		case strings.Contains(names, ".overlay.origin\x00"):
+			return u.kernelOrigin(dirfd, name)
+		}
 		return 0, false
 	}
+	// More attributes than the buffer holds: ask for each.
 	if ino, ok := u.readOrigin(dirfd, name); ok {
 		return ino, true
 	}

@@ -125,9 +125,7 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 			res.ino = u.inoOf(l, st.Ino)
 			if !isDir {
 				if l.upper {
-					if ino, ok := u.readOrigin(fd, lookName); ok {
-						res.ino = ino
-					} else if ino, ok := u.kernelOrigin(fd, lookName); ok {
+					if ino, ok := u.readOriginAny(fd, lookName); ok {
 						res.ino = ino
 					}
 					res.st.Nlink = u.mergedNlink(fd, lookName, &res.st)
@@ -156,7 +154,7 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 		if info.Opaque {
 			break
 		}
-		redirect, ok := u.readRedirect(fd, lookName)
+		redirect, ok := u.followRedirect(info.Redirect)
 		if !ok {
 			if last {
 				break

@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -70,7 +69,7 @@ func (n *node) tmpPath() (string, bool) {
 	if n.tmpFd < 0 {
 		return "", false
 	}
-	return "/proc/self/fd/" + strconv.Itoa(n.tmpFd), true
+	return procPath(n.tmpFd, ""), true
 }
 
 // named drops the kept descriptor once the file has a name.

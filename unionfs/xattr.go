@@ -3,6 +3,7 @@ package unionfs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"syscall"
 
@@ -42,11 +43,7 @@ func (n *node) xattrPath() (string, dirFD, error) {
 	if err != nil {
 		return "", d, err
 	}
-	p := "/proc/self/fd/" + strconv.Itoa(d.fd)
-	if name != "" {
-		p += "/" + name
-	}
-	return p, d, nil
+	return procPath(d.fd, name), d, nil
 }
 
 // LayerXattr is a read-only attribute every object of the mount answers with the layer that
@@ -76,13 +73,14 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	defer d.release()
 	ops := n.xattrOps()
-	// Programs ask every file for a few attributes it rarely has (ls asks for the security
-	// label and the ACLs): a file found to have none answers from memory until changed.
-	if sz, err := ops.list(p, nil); err == nil && sz == 0 {
-		n.noXattrs.Store(true)
-		return 0, syscall.ENODATA
-	}
 	sz, err := ops.get(p, attr, dest)
+	if errors.Is(err, unix.ENODATA) {
+		// Programs ask every file for a few attributes it rarely has (ls asks for the
+		// security label): a file found to have none answers from memory until changed.
+		if lsz, lerr := ops.list(p, nil); lerr == nil && lsz == 0 {
+			n.noXattrs.Store(true)
+		}
+	}
 	if err != nil {
 		return 0, toErrno(err)
 	}

@@ -13,7 +13,14 @@ type DirInfo struct {
 	// XWhiteouts is set by opaque=x: empty regular files carrying the whiteout attribute in this
 	// directory are whiteouts.
 	XWhiteouts bool
+	// Redirect, if set, is the overlay.redirect attribute: where the directory's lower parts
+	// are (the caller judges it).
+	Redirect string
 }
+
+// RedirectAttr names the attribute (below TrustedPrefix or UserPrefix) that records where a
+// moved directory's lower parts are.
+const RedirectAttr = "redirect"
 
 // ReadDirInfo classifies entry name (a directory) of the directory open as dirfd. An empty name
 // means dirfd itself. The opaque attribute is read as the kernel reads it: "y" is opaque, "x"
@@ -21,18 +28,17 @@ type DirInfo struct {
 // the directory opaque (AUFS/OCI format).
 func ReadDirInfo(dirfd int, name string) (DirInfo, error) {
 	var info DirInfo
-	v, ok, err := hasAttr(dirfd, name, OpaqueAttr)
+	attrs, err := overlayAttrs(dirfd, name)
 	if err != nil {
 		return info, err
 	}
-	if ok {
-		switch v {
-		case "y":
-			info.Opaque = true
-		case "x":
-			info.XWhiteouts = true
-		}
+	switch attrs[OpaqueAttr] {
+	case "y":
+		info.Opaque = true
+	case "x":
+		info.XWhiteouts = true
 	}
+	info.Redirect = attrs[RedirectAttr]
 	if !info.Opaque {
 		rel := OpaqueFile
 		if name != "" && name != "." {
@@ -58,7 +64,8 @@ func IsXWhiteout(dirfd int, name string, st *unix.Stat_t) (bool, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false, nil
 	}
-	_, ok, err := hasAttr(dirfd, name, WhiteoutAttr)
+	attrs, err := overlayAttrs(dirfd, name)
+	_, ok := attrs[WhiteoutAttr]
 	return ok, err
 }
 

@@ -3,6 +3,7 @@ package whiteout
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,47 +19,56 @@ func entryPath(dirfd int, name string) string {
 	return p + "/" + name
 }
 
-// GetXattr reads attribute attr of entry name in directory dirfd without following a final
-// symlink. An empty name means the directory itself. A missing attribute gives ENODATA.
-func GetXattr(dirfd int, name, attr string) ([]byte, error) {
+// overlayAttrs reads the overlay attributes of entry name of directory dirfd (an empty name
+// means dirfd itself) as short name -> value, the trusted.overlay.* value before the
+// user.overlay.* one. It costs one listxattr for an object without overlay attributes, the
+// common case, and one getxattr more for each it has.
+func overlayAttrs(dirfd int, name string) (map[string]string, error) {
 	p := entryPath(dirfd, name)
-	get := unix.Lgetxattr
+	list, get := unix.Llistxattr, unix.Lgetxattr
 	if name == "" || name == "." {
 		// The path is the descriptor's magic link itself: follow it to the directory.
-		get = unix.Getxattr
+		list, get = unix.Listxattr, unix.Getxattr
 	}
-	buf := make([]byte, 256)
-	for {
-		n, err := get(p, attr, buf)
-		if err == unix.ERANGE {
-			sz, err2 := get(p, attr, nil)
-			if err2 != nil {
-				return nil, err2
+	var buf [1024]byte
+	names := buf[:]
+	sz, err := list(p, names)
+	if errors.Is(err, unix.ERANGE) {
+		if sz, err = list(p, nil); err == nil {
+			names = make([]byte, sz)
+			sz, err = list(p, names)
+		}
+	}
+	switch {
+	case errors.Is(err, unix.ENOTSUP):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var attrs map[string]string
+	for _, prefix := range [...]string{UserPrefix, TrustedPrefix} { // trusted last: it wins
+		for _, n := range strings.Split(string(names[:sz]), "\x00") {
+			if !strings.HasPrefix(n, prefix) {
+				continue
 			}
-			buf = make([]byte, sz+1)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
-}
-
-// hasAttr reports whether entry name carries trusted.overlay.<attr> or user.overlay.<attr>, and
-// the first value found. Errors other than "no such attribute" or "not supported" are returned.
-func hasAttr(dirfd int, name, attr string) (string, bool, error) {
-	for _, prefix := range [...]string{TrustedPrefix, UserPrefix} {
-		v, err := GetXattr(dirfd, name, prefix+attr)
-		switch {
-		case err == nil:
-			return string(v), true, nil
-		case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.EPERM):
-			// EPERM: trusted.* cannot be read without CAP_SYS_ADMIN; rootless reads user.*.
-			continue
-		default:
-			return "", false, err
+			val := make([]byte, 256)
+			vsz, err := get(p, n, val)
+			if errors.Is(err, unix.ERANGE) {
+				val = make([]byte, unix.PathMax)
+				vsz, err = get(p, n, val)
+			}
+			switch {
+			case err == nil:
+			case errors.Is(err, unix.ENODATA), errors.Is(err, unix.EPERM):
+				continue // gone in between, or trusted.* that we may not read
+			default:
+				return nil, err
+			}
+			if attrs == nil {
+				attrs = map[string]string{}
+			}
+			attrs[n[len(prefix):]] = string(val[:vsz])
 		}
 	}
-	return "", false, nil
+	return attrs, nil
 }
