@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,8 +146,8 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 	lower := builder{t, st.Lowers[0]}
 	const n = 200
 	for i := 0; i < n; i++ {
-		lower.file(filepath.Join("src", itoa(i)), strings.Repeat(itoa(i), 100), 0o644)
-		lower.file(filepath.Join("tree", itoa(i%10), itoa(i)), "t", 0o644)
+		lower.file(filepath.Join("src", strconv.Itoa(i)), strings.Repeat(strconv.Itoa(i), 100), 0o644)
+		lower.file(filepath.Join("tree", strconv.Itoa(i%10), strconv.Itoa(i)), "t", 0o644)
 	}
 	lower.settle()
 	before := snapshot(t, st.Lowers[0], false)
@@ -168,7 +169,7 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 
 		mountLayerfs(t, st, mnt)
 		for i := 0; i < n; i++ {
-			name := itoa(i)
+			name := strconv.Itoa(i)
 			a, errA := os.ReadFile(filepath.Join(mnt, "src", name))
 			b, errB := os.ReadFile(filepath.Join(mnt, "dst", name))
 			want := strings.Repeat(name, 100)

@@ -206,7 +206,7 @@ func TestTmpfileLinkedIntoPlace(t *testing.T) {
 	defer unix.Close(fd)
 	_, err = unix.Write(fd, []byte("anonymous"))
 	must(t, err)
-	must(t, unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+itoa(fd), unix.AT_FDCWD, filepath.Join(mnt, "d/named"), unix.AT_SYMLINK_FOLLOW))
+	must(t, unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, filepath.Join(mnt, "d/named"), unix.AT_SYMLINK_FOLLOW))
 	got, err := os.ReadFile(filepath.Join(mnt, "d/named"))
 	if err != nil || string(got) != "anonymous" {
 		t.Errorf("d/named: %q %v", got, err)
@@ -215,8 +215,6 @@ func TestTmpfileLinkedIntoPlace(t *testing.T) {
 		t.Errorf("upper d/named: %q %v", got, err)
 	}
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
 
 // TestMknodKinds: fifos, sockets and devices are made in the upper; a character device 0/0,
 // which would be a whiteout, is refused with EPERM as the kernel refuses it.

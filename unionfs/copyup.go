@@ -145,7 +145,7 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint
 	}
 	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: sname, Stat: st}, dst.fd, name, opt); err != nil {
 		u.logf("%v", err)
-		return st, unwrapErrno(err)
+		return st, err
 	}
 	restoreTimes(dst.fd, &parentSt)
 	return st, nil

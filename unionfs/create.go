@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -169,7 +170,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 		}
 		return 0
 	}
-	tmp := tempName()
+	tmp := copyup.TempName()
 	w := n.u.workFd
 	err := mk(w, tmp)
 	if err == nil {

@@ -1,20 +1,6 @@
 package unionfs
 
-import (
-	"errors"
-	"fmt"
-
-	"golang.org/x/sys/unix"
-)
-
-// unwrapErrno digs the errno out of a wrapped error, or gives EIO.
-func unwrapErrno(err error) error {
-	var e unix.Errno
-	if errors.As(err, &e) {
-		return e
-	}
-	return unix.EIO
-}
+import "fmt"
 
 // logf reports a problem that reaches the caller only as an errno.
 func (u *unionFS) logf(format string, args ...any) {

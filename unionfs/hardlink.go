@@ -3,7 +3,6 @@ package unionfs
 import (
 	"context"
 	"errors"
-	"os"
 	"sync"
 	"syscall"
 
@@ -22,7 +21,7 @@ type hardlinks struct {
 func (l *layer) hardlinkPaths(ino uint64) ([]string, error) {
 	l.links.once.Do(func() {
 		l.links.paths = map[uint64][]string{}
-		l.links.err = walkLayer(l.fd, "", func(path string, st *unix.Stat_t) {
+		l.links.err = l.walk("", func(path string, st *unix.Stat_t) {
 			if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
 				l.links.paths[st.Ino] = append(l.links.paths[st.Ino], path)
 			}
@@ -31,23 +30,17 @@ func (l *layer) hardlinkPaths(ino uint64) ([]string, error) {
 	return l.links.paths[ino], l.links.err
 }
 
-// walkLayer calls fn for every object below directory rel of the layer root rootFd.
-func walkLayer(rootFd int, rel string, fn func(string, *unix.Stat_t)) error {
-	d, err := (&layer{fd: rootFd}).openDir(rel)
+// walk calls fn for every object below directory rel of the layer.
+func (l *layer) walk(rel string, fn func(string, *unix.Stat_t)) error {
+	names, err := l.readNames(rel)
+	if err != nil {
+		return err
+	}
+	d, err := l.openDir(rel)
 	if err != nil {
 		return err
 	}
 	defer d.release()
-	rd, err := unix.Openat(d.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	f := os.NewFile(uintptr(rd), rel)
-	names, err := f.Readdirnames(-1)
-	f.Close()
-	if err != nil {
-		return err
-	}
 	for _, name := range names {
 		var st unix.Stat_t
 		if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -56,7 +49,7 @@ func walkLayer(rootFd int, rel string, fn func(string, *unix.Stat_t)) error {
 		p := joinPath(rel, name)
 		fn(p, &st)
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := walkLayer(rootFd, p, fn); err != nil {
+			if err := l.walk(p, fn); err != nil {
 				return err
 			}
 		}

@@ -165,7 +165,7 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 // object never shows through, then removes the old object from the work directory.
 func (n *node) replaceWithWhiteout(dirfd int, name string, isDir bool) error {
 	w := n.u.workFd
-	tmp := tempName()
+	tmp := copyup.TempName()
 	if err := whiteout.MakeWhiteoutAt(w, tmp); err != nil {
 		if !errors.Is(err, unix.EPERM) {
 			return err
@@ -203,7 +203,7 @@ func (n *node) removeDir(dirfd int, name string) error {
 	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	tmp := tempName()
+	tmp := copyup.TempName()
 	if err := unix.Renameat(dirfd, name, n.u.workFd, tmp); err != nil {
 		return err
 	}

@@ -1,5 +1,0 @@
-package unionfs
-
-import "github.com/layerfs/layerfs/copyup"
-
-func tempName() string { return copyup.TempName() }
