@@ -23,23 +23,23 @@ func (n *node) resolveChild(name string) (resolution, syscall.Errno) {
 	return n.u.resolve(dirs, name)
 }
 
-// lowerHas reports whether a lower layer of directory n shows name: removing it from the
-// upper (or moving it away) must then leave a whiteout.
-func (n *node) lowerHas(name string) (bool, syscall.Errno) {
+// lowerOf returns the topmost lower layer of directory n that shows name, -1 if none: when
+// there is one, removing name from the upper (or moving it away) must leave a whiteout.
+func (n *node) lowerOf(name string) (int, syscall.Errno) {
 	lowers := n.lowerParts()
 	if len(lowers) == 0 {
-		return false, 0
+		return -1, 0
 	}
 	dirs := n.u.newParentDirs(lowers)
 	defer dirs.release()
-	_, errno := n.u.resolve(dirs, name)
+	res, errno := n.u.resolve(dirs, name)
 	switch errno {
 	case 0:
-		return true, 0
+		return res.top(), 0
 	case syscall.ENOENT:
-		return false, 0
+		return -1, 0
 	}
-	return false, errno
+	return -1, errno
 }
 
 func isDirStat(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
@@ -123,10 +123,11 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	needWhiteout, errno := n.lowerHas(name)
+	below, errno := n.lowerOf(name)
 	if errno != 0 {
 		return errno
 	}
+	needWhiteout := below >= 0
 	d, err := n.u.upper().openDir(n.path())
 	if err != nil {
 		return toErrno(err)
@@ -156,7 +157,7 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		err = unix.Unlinkat(d.fd, name, 0)
 	}
 	if err == nil && (!inUpper || needWhiteout) {
-		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: n.lowerLayerOf(name)})
+		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: below})
 	}
 	return toErrno(err)
 }
@@ -208,18 +209,4 @@ func (n *node) removeDir(dirfd int, name string) error {
 		return err
 	}
 	return copyup.RemoveAll(n.u.workFd, tmp)
-}
-
-// lowerLayerOf returns the topmost lower layer that shows name in directory n, -1 if none.
-func (n *node) lowerLayerOf(name string) int {
-	lowers := n.lowerParts()
-	if len(lowers) == 0 {
-		return -1
-	}
-	dirs := n.u.newParentDirs(lowers)
-	defer dirs.release()
-	if res, errno := n.u.resolve(dirs, name); errno == 0 {
-		return res.top()
-	}
-	return -1
 }

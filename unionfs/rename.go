@@ -108,12 +108,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			return errno
 		}
 	}
-	srcWhiteout := false
+	srcBelow := -1 // the lower layer that shows name, which then needs a whiteout
 	if !exchange {
-		if srcWhiteout, errno = n.lowerHas(name); errno != 0 {
+		if srcBelow, errno = n.lowerOf(name); errno != 0 {
 			return errno
 		}
 	}
+	srcWhiteout := srcBelow >= 0
 
 	sd, err := n.u.upper().openDir(n.path())
 	if err != nil {
@@ -180,7 +181,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return toErrno(err)
 	}
 	if srcWhiteout {
-		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: n.lowerLayerOf(name)})
+		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: srcBelow})
 	}
 	if aufsAtDst {
 		unix.Unlinkat(dd.fd, whiteout.Prefix+newName, 0)
