@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -114,25 +115,31 @@ func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *reso
 	return true
 }
 
-// adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
-func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
-	p := procPath(dirfd, name)
-	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
-		var buf [32]byte
+// kernelNlink reads the kernel's overlay.nlink attribute of an indexed object: its base ('U'
+// for the upper object's own count, 'L' for the lower object's), the difference to it, and the
+// attribute's full name.
+func kernelNlink(p string) (base byte, diff int, attr string, ok bool) {
+	var buf [32]byte
+	for _, prefix := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
 		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
 		if err != nil {
 			continue
 		}
 		v := string(buf[:sz])
-		if len(v) < 2 || v[0] != 'U' {
-			return
+		if len(v) < 2 || (v[0] != 'U' && v[0] != 'L') {
+			return 0, 0, "", false
 		}
-		n, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
-		if err != nil {
-			return
-		}
-		unix.Lsetxattr(p, prefix+"nlink", []byte(fmt.Sprintf("U%+d", n+delta)), 0)
-		return
+		d, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
+		return v[0], d, prefix + "nlink", err == nil
+	}
+	return 0, 0, "", false
+}
+
+// adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
+func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
+	p := procPath(dirfd, name)
+	if base, d, attr, ok := kernelNlink(p); ok && base == 'U' {
+		unix.Lsetxattr(p, attr, []byte(fmt.Sprintf("U%+d", d+delta)), 0)
 	}
 }
 
@@ -144,32 +151,19 @@ func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
 	if nlink < 2 || isDirStat(st) {
 		return nlink
 	}
-	p := procPath(dirfd, name)
-	var buf [32]byte
-	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
-		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
-		if err != nil {
-			continue
-		}
-		v := string(buf[:sz])
-		if len(v) < 2 || (v[0] != 'U' && v[0] != 'L') {
-			return nlink
-		}
-		d, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
-		if err != nil {
-			return nlink
-		}
-		if v[0] == 'L' {
-			// Counted from the lower object, which we do not decode: the upper count less
-			// the index link is what is left when every name has been linked up.
-			d = -1
-		}
-		if int64(nlink)+int64(d) < 1 {
-			return 1
-		}
-		return uint64(int64(nlink) + int64(d))
+	base, d, _, ok := kernelNlink(procPath(dirfd, name))
+	if !ok {
+		return nlink
 	}
-	return nlink
+	if base == 'L' {
+		// Counted from the lower object, which we do not decode: the upper count less the
+		// index link is what is left when every name has been linked up.
+		d = -1
+	}
+	if int64(nlink)+int64(d) < 1 {
+		return 1
+	}
+	return uint64(int64(nlink) + int64(d))
 }
 
 // kernelOrigin returns the merged number of the lower object an upper object was copied up
@@ -181,7 +175,7 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 	}
 	var buf [128]byte
 	p := procPath(dirfd, name)
-	for _, prefix := range []string{"trusted.overlay.", "user.overlay."} {
+	for _, prefix := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
 		sz, err := unix.Lgetxattr(p, prefix+"origin", buf[:])
 		if err == nil {
 			return parseFH(buf[:sz])
