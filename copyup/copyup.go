@@ -45,23 +45,23 @@ func TempName() string {
 // Object copies src into directory dstDirFd as dstName, which must not exist. On failure
 // nothing is left behind, in the work directory or at the destination.
 func Object(src Source, dstDirFd int, dstName string, opt Options) error {
-	tmp, err := Build(src, opt)
+	tmp, err := buildTemp(src, opt)
 	if err != nil {
 		return err
 	}
 	if err := unix.Renameat2(opt.WorkFd, tmp, dstDirFd, dstName, unix.RENAME_NOREPLACE); err != nil {
-		Discard(opt.WorkFd, tmp)
+		discard(opt.WorkFd, tmp)
 		return fmt.Errorf("copy-up: rename into place: %w", err)
 	}
 	return nil
 }
 
-// Build makes a complete copy of src in the work directory and returns its temporary name; the
-// caller renames it into place (or discards it).
-func Build(src Source, opt Options) (string, error) {
+// buildTemp makes a complete copy of src in the work directory and returns its temporary name;
+// the caller renames it into place (or discards it).
+func buildTemp(src Source, opt Options) (string, error) {
 	tmp := TempName()
 	if err := build(src, tmp, opt); err != nil {
-		Discard(opt.WorkFd, tmp)
+		discard(opt.WorkFd, tmp)
 		return "", fmt.Errorf("copy-up of %s: %w", src.Name, err)
 	}
 	return tmp, nil
@@ -98,11 +98,11 @@ func build(src Source, tmp string, opt Options) error {
 	if err := copyXattrs(src, w, tmp, opt); err != nil {
 		return err
 	}
-	return SetMeta(w, tmp, st, !opt.NoSync)
+	return setMeta(w, tmp, st, !opt.NoSync)
 }
 
-// Discard removes an object under construction, a directory with everything in it.
-func Discard(workFd int, name string) {
+// discard removes an object under construction, a directory with everything in it.
+func discard(workFd int, name string) {
 	if unix.Unlinkat(workFd, name, 0) == nil {
 		return
 	}

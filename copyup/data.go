@@ -20,7 +20,7 @@ func copyFile(src Source, w int, tmp string, opt Options) error {
 			return err
 		}
 		defer unix.Close(in)
-		if err := CopyData(dst, in, src.Stat.Size); err != nil {
+		if err := copyData(dst, in, src.Stat.Size); err != nil {
 			return err
 		}
 	}
@@ -30,10 +30,10 @@ func copyFile(src Source, w int, tmp string, opt Options) error {
 	return nil
 }
 
-// CopyData copies size bytes from in to out (both at offset 0), keeping holes. It tries, in
+// copyData copies size bytes from in to out (both at offset 0), keeping holes. It tries, in
 // order: a reflink (FICLONE, which shares the blocks), copy_file_range over each data extent,
 // and plain reads and writes.
-func CopyData(out, in int, size int64) error {
+func copyData(out, in int, size int64) error {
 	if err := unix.IoctlFileClone(out, in); err == nil {
 		return nil
 	}

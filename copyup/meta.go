@@ -20,7 +20,7 @@ func procPath(dirfd int, name string) string {
 func copyXattrs(src Source, w int, tmp string, opt Options) error {
 	from := procPath(src.DirFd, src.Name)
 	to := procPath(w, tmp)
-	names, err := ListXattrs(from)
+	names, err := listXattrs(from)
 	if err != nil {
 		return err
 	}
@@ -50,8 +50,8 @@ func copyXattrs(src Source, w int, tmp string, opt Options) error {
 	return nil
 }
 
-// ListXattrs lists the attribute names of path (not following a final symlink).
-func ListXattrs(path string) ([]string, error) {
+// listXattrs lists the attribute names of path (not following a final symlink).
+func listXattrs(path string) ([]string, error) {
 	for {
 		sz, err := unix.Llistxattr(path, nil)
 		if errors.Is(err, unix.ENOTSUP) {
@@ -96,10 +96,10 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-// SetMeta gives entry name of directory dirfd the owner, mode and times of st, in that order:
+// setMeta gives entry name of directory dirfd the owner, mode and times of st, in that order:
 // chown clears set-id bits, and every change moves ctime but not mtime. With sync, the object is
 // flushed to disk.
-func SetMeta(dirfd int, name string, st *unix.Stat_t, sync bool) error {
+func setMeta(dirfd int, name string, st *unix.Stat_t, sync bool) error {
 	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
