@@ -289,7 +289,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return ch, newFile(fd), 0, 0
+	return ch, newFile(ch.Operations().(*node), fd, int(flags&^openFlagsMask), true), 0, 0
 }
 
 // Link makes another name for an existing object; a lower object is copied up first.

@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -9,31 +10,104 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fileOps is what an open file answers. It is spelled out rather than embedding
-// *fs.LoopbackFile so that the file does not offer FilePassthroughFder by accident: a
-// passthrough backing file is fixed per inode by the kernel, and one registered on a lower file
-// would survive a copy-up.
-type fileOps interface {
-	fs.FileReader
-	fs.FileWriter
-	fs.FileReleaser
-	fs.FileFlusher
-	fs.FileFsyncer
-	fs.FileLseeker
-	fs.FileAllocater
-	fs.FileGetlker
-	fs.FileSetlker
-	fs.FileSetlkwer
-}
-
 // file is an open file of the merged view, backed by a descriptor of one layer's object.
+//
+// It does not offer FilePassthroughFder: a passthrough backing file is fixed per inode by the
+// kernel, and one registered on a lower file would survive a copy-up. Locks are not served
+// either: the kernel keeps POSIX and BSD locks on the merged inode itself, as it does for
+// overlayfs, so they hold across a copy-up.
 type file struct {
-	fileOps
+	n     *node
+	flags int
+
+	mu sync.Mutex
 	fd int
+	// upper is set once fd is on the upper layer: a file opened read-only on a lower object
+	// switches to the copy when the node is copied up (current).
+	upper bool
+	// old holds the descriptors replaced by a switch; reads in flight may still use them, so
+	// they close with the file.
+	old []int
 }
 
-func newFile(fd int) *file {
-	return &file{fileOps: fs.NewLoopbackFile(fd).(fileOps), fd: fd}
+var (
+	_ fs.FileReader    = (*file)(nil)
+	_ fs.FileWriter    = (*file)(nil)
+	_ fs.FileReleaser  = (*file)(nil)
+	_ fs.FileFlusher   = (*file)(nil)
+	_ fs.FileFsyncer   = (*file)(nil)
+	_ fs.FileLseeker   = (*file)(nil)
+	_ fs.FileAllocater = (*file)(nil)
+)
+
+func newFile(n *node, fd, flags int, upper bool) *file {
+	return &file{n: n, fd: fd, flags: flags, upper: upper}
+}
+
+// current returns the descriptor to use. A file opened on a lower object before the node was
+// copied up reads the copy from then on, as a file of the kernel's overlayfs does since Linux
+// 4.19; without it, a read the page cache cannot answer (after a hole punch, or once the cache
+// is dropped) would return the lower layer's old data.
+func (f *file) current() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.upper || !f.n.topLayer().upper {
+		return f.fd
+	}
+	fd, err := f.n.openTop(f.flags)
+	if err != nil {
+		// Renamed over or removed since: the old object is what this file still names.
+		return f.fd
+	}
+	f.old = append(f.old, f.fd)
+	f.fd, f.upper = fd, true
+	return fd
+}
+
+// Read reads from the layer's file; the reply is spliced from the descriptor.
+func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	return fuse.ReadResultFd(uintptr(f.current()), off, len(buf)), 0
+}
+
+// Write writes to the layer's file; only upper files are open for writing.
+func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := unix.Pwrite(f.current(), data, off)
+	return uint32(max(n, 0)), toErrno(err)
+}
+
+// Release closes the descriptors.
+func (f *file) Release(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fd := range f.old {
+		unix.Close(fd)
+	}
+	unix.Close(f.fd)
+	f.fd, f.old = -1, nil
+	return 0
+}
+
+// Flush has nothing to do: writes reach the layer as they come, and locks are the kernel's.
+// ENOSYS tells the kernel so once, and it stops sending a FLUSH at every close.
+func (f *file) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
+
+// Fsync syncs the layer's file; bit 0 of flags asks for the data only.
+func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if flags&1 != 0 {
+		return toErrno(unix.Fdatasync(f.current()))
+	}
+	return toErrno(unix.Fsync(f.current()))
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the layer's file.
+func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n, err := unix.Seek(f.current(), int64(off), int(whence))
+	return uint64(n), toErrno(err)
+}
+
+// Allocate is fallocate(2) on the layer's file.
+func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return toErrno(unix.Fallocate(f.current(), mode, int64(off), int64(size)))
 }
 
 // openFlagsMask drops what FUSE hands us but must not reach the layer: the kernel keeps the
@@ -57,21 +131,31 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
-	top := n.top()
-	fd, err := n.u.layers[top.layer].open(top.path, int(flags&^openFlagsMask), 0)
+	oflags := int(flags &^ openFlagsMask)
+	fd, err := n.openTop(oflags)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	// The name may have been renamed over since the kernel looked it up: then the file
-	// opened is not this node's. ESTALE makes the kernel look the name up again and retry.
+	// The data changes only through this mount, whose writes go through the kernel's page
+	// cache: what it cached stays good across opens.
+	return newFile(n, fd, oflags&^unix.O_TRUNC, n.topLayer().upper), fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// openTop opens the node's topmost object. The name may have been renamed over since the
+// kernel looked it up: then the object opened is not this node's, and ESTALE makes the kernel
+// look the name up again and retry.
+func (n *node) openTop(flags int) (int, error) {
+	top := n.top()
+	fd, err := n.u.layers[top.layer].open(top.path, flags, 0)
+	if err != nil {
+		return -1, err
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || !n.isSelf(&st) {
 		unix.Close(fd)
-		return nil, 0, syscall.ESTALE
+		return -1, syscall.ESTALE
 	}
-	// The data changes only through this mount, whose writes go through the kernel's page
-	// cache: what it cached stays good across opens.
-	return newFile(fd), fuse.FOPEN_KEEP_CACHE, 0
+	return fd, nil
 }
 
 // CopyFileRange copies between two open files of the mount in the kernel.
@@ -82,6 +166,6 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 		return 0, syscall.EBADF
 	}
 	ri, ro := int64(offIn), int64(offOut)
-	c, err := unix.CopyFileRange(in.fd, &ri, o.fd, &ro, int(length), int(flags))
+	c, err := unix.CopyFileRange(in.current(), &ri, o.current(), &ro, int(length), int(flags))
 	return uint32(c), toErrno(err)
 }

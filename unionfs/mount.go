@@ -84,7 +84,6 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			AllowOther:  os.Geteuid() == 0,
 			DirectMount: os.Geteuid() == 0,
 			MaxWrite:    1 << 20,
-			EnableLocks: true,
 			// The kernel checks POSIX ACLs itself, as overlayfs does, and caches them per inode:
 			// ls -l no longer sends two ACL reads per file every time.
 			EnableAcl:        true,

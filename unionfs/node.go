@@ -189,7 +189,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		// (renamed over): the open descriptor of this object still answers.
 		fd := -1
 		if fh, ok := f.(*file); ok {
-			fd = fh.fd
+			fd = fh.current()
 		}
 		n.mu.Lock()
 		if fd < 0 {
