@@ -4,7 +4,7 @@ GO ?= go
 # "context deadline exceeded" when a busy machine slows a worker down.
 FUZZTIME ?= 100000x
 
-.PHONY: build test check unit integration fuzz clean
+.PHONY: build test check unit integration fuzz soak clean
 
 build:
 	$(GO) build -o layerfs ./cmd/layerfs
@@ -20,8 +20,18 @@ unit:
 	$(GO) test -count=1 -race ./whiteout/ ./copyup/ ./unionfs/ ./cmd/...
 
 # -count=1: the tests build and run the binary themselves, which Go's test cache cannot see.
+# The differential harness runs 10 seeds, two at a time.
 integration:
-	$(GO) test -count=1 -race -timeout 15m ./integration/
+	LAYERFS_DIFF_SEEDS=10 LAYERFS_DIFF_PARALLEL=2 $(GO) test -count=1 -race -timeout 15m ./integration/
+
+# A soak: the differential harness on new seeds, PARALLEL at a time, for DURATION; then a
+# long data-integrity run.
+DURATION ?= 30m
+PARALLEL ?= 4
+soak:
+	LAYERFS_DIFF_DURATION=$(DURATION) LAYERFS_DIFF_PARALLEL=$(PARALLEL) LAYERFS_DIFF_OPS=1000 \
+		$(GO) test -count=1 -race -timeout 0 -run 'TestDifferential' ./integration/
+	LAYERFS_FSX_OPS=200000 $(GO) test -count=1 -timeout 0 -run TestDataIntegrity ./integration/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOptions$$' -fuzztime $(FUZZTIME) ./cmd/layerfs

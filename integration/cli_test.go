@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -49,6 +50,10 @@ func TestBadInput(t *testing.T) {
 	}
 	r := func(p string) string { return filepath.Join(root, p) }
 	mnt := r("mnt")
+	var tooMany []string
+	for range 501 {
+		tooMany = append(tooMany, r("l1"))
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -73,6 +78,7 @@ func TestBadInput(t *testing.T) {
 		{"no mountpoint", []string{"-o", "lowerdir=" + r("l1")}, "no mountpoint"},
 		{"missing mountpoint", []string{"-o", "lowerdir=" + r("l1"), r("nope")}, "does not exist"},
 		{"mountpoint is a file", []string{"-o", "lowerdir=" + r("l1"), file}, "not a directory"},
+		{"too many lowers", []string{"-o", "lowerdir=" + strings.Join(tooMany, ":"), mnt}, "at most 500"},
 		{"unknown flag", []string{"--frobnicate", mnt}, "unknown flag"},
 		{"id mapping", []string{"-o", "lowerdir=" + r("l1") + ",uidmapping=0:1000:1", mnt}, "not supported"},
 	}
@@ -264,5 +270,34 @@ func TestEscapedPathsAndStaleMount(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		t.Fatal("mount over a dead mount hangs")
+	}
+}
+
+// TestManyLowers mounts the most lower layers allowed: the topmost copy of a name wins, every
+// layer's own names are listed, and a write reaches the upper.
+func TestManyLowers(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	for i := range 500 {
+		l := mkdir(t, root, "l"+strconv.Itoa(i))
+		b := builder{t, l}
+		b.file("f", strconv.Itoa(i), 0o644)
+		b.file("only"+strconv.Itoa(i), "", 0o644)
+		st.Lowers = append(st.Lowers, l)
+	}
+	mnt := mkdir(t, root, "mnt")
+	mountLayerfs(t, st, mnt)
+	if data, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(data) != "0" {
+		t.Errorf("f: %q %v, want the topmost layer's", data, err)
+	}
+	ents, err := os.ReadDir(mnt)
+	must(t, err)
+	if len(ents) != 501 {
+		t.Errorf("%d names listed, want 501", len(ents))
+	}
+	appendFile(t, filepath.Join(mnt, "only499"), "written")
+	if data, err := os.ReadFile(filepath.Join(st.Upper, "only499")); err != nil || string(data) != "written" {
+		t.Errorf("upper only499: %q %v", data, err)
 	}
 }

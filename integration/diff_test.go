@@ -7,7 +7,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // kernelOpts are the kernel overlayfs options the differential runs compare against: index=on
@@ -41,6 +44,51 @@ func diffSeeds(t *testing.T) []int64 {
 	return seeds
 }
 
+// forSeeds runs fn as a subtest per seed. LAYERFS_DIFF_PARALLEL=N runs N seeds at once, each
+// on mounts of its own; LAYERFS_DIFF_DURATION (e.g. 30m) keeps taking the next seed until that
+// long has passed, however many LAYERFS_DIFF_SEEDS says: a soak run for as long as asked.
+func forSeeds(t *testing.T, fn func(t *testing.T, seed int64)) {
+	workers := 1
+	if s := os.Getenv("LAYERFS_DIFF_PARALLEL"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			t.Fatalf("LAYERFS_DIFF_PARALLEL=%q: want a positive number", s)
+		}
+		workers = v
+	}
+	var deadline time.Time
+	if s := os.Getenv("LAYERFS_DIFF_DURATION"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("LAYERFS_DIFF_DURATION=%q: %v", s, err)
+		}
+		deadline = time.Now().Add(d)
+	}
+	seeds := diffSeeds(t)
+	var next atomic.Int64
+	take := func() (int64, bool) {
+		i := next.Add(1) - 1
+		if !deadline.IsZero() {
+			return seeds[0] + i, time.Now().Before(deadline)
+		}
+		if i >= int64(len(seeds)) {
+			return 0, false
+		}
+		return seeds[i], true
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seed, ok := take(); ok; seed, ok = take() {
+				t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) { fn(t, seed) })
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func diffOps() int {
 	if s := os.Getenv("LAYERFS_DIFF_OPS"); s != "" {
 		if v, err := strconv.Atoi(s); err == nil {
@@ -55,11 +103,9 @@ func diffOps() int {
 // tree. Reproduce one seed with LAYERFS_DIFF_SEED=N go test -run TestDifferential ./integration/
 func TestDifferential(t *testing.T) {
 	needMounts(t)
-	for _, seed := range diffSeeds(t) {
-		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			runDifferential(t, seed, diffOps(), mode{kernel: kernelOpts})
-		})
-	}
+	forSeeds(t, func(t *testing.T, seed int64) {
+		runDifferential(t, seed, diffOps(), mode{kernel: kernelOpts})
+	})
 }
 
 // TestDifferentialRedirect is TestDifferential with redirect_dir=on on both sides: directories
@@ -70,11 +116,9 @@ func TestDifferentialRedirect(t *testing.T) {
 		kernel:  []string{"index=on", "redirect_dir=on", "metacopy=off"},
 		layerfs: []string{"-o", "redirect_dir=on"},
 	}
-	for _, seed := range diffSeeds(t) {
-		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
-			runDifferential(t, seed, diffOps(), m)
-		})
-	}
+	forSeeds(t, func(t *testing.T, seed int64) {
+		runDifferential(t, seed, diffOps(), m)
+	})
 }
 
 // mode is how both sides of a differential run are mounted.

@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -129,4 +131,114 @@ func TestAufsFormatMatchesKernel(t *testing.T) {
 		}
 	}
 	compareTrees(t, want, got)
+}
+
+// TestCorruptMarkersReadAsKernel: markers with values the kernel does not expect (a character
+// device that is not 0/0, opaque values other than "y" and "x", an opaque attribute on a
+// file, redirects that lead nowhere or are malformed, garbage origin and nlink attributes) are
+// read as the kernel's overlayfs reads them.
+func TestCorruptMarkersReadAsKernel(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	a := filepath.Join(root, "a")
+	st := stack{Lowers: []string{a + "/l1", a + "/l2"}, Upper: a + "/u", Work: a + "/w"}
+	mkdir(t, a, "w")
+	l2, l1, u := builder{t, st.Lowers[1]}, builder{t, st.Lowers[0]}, builder{t, st.Upper}
+	for _, v := range []string{"n", "Y", "yes", "empty", "x", "y"} {
+		l2.file("op-"+v+"/below", "b", 0o644)
+		u.file("op-"+v+"/above", "a", 0o644)
+		val := v
+		if v == "empty" {
+			val = ""
+		}
+		u.xattr("op-"+v, "trusted.overlay.opaque", val)
+	}
+	l2.file("dev01", "lower dev01", 0o644)
+	must(t, unix.Mknod(u.p("dev01"), unix.S_IFCHR, int(unix.Mkdev(0, 1))))
+	l2.file("dev10", "lower dev10", 0o644)
+	must(t, unix.Mknod(u.p("dev10"), unix.S_IFCHR, int(unix.Mkdev(1, 0))))
+	l2.file("blk00", "lower blk00", 0o644)
+	must(t, unix.Mknod(u.p("blk00"), unix.S_IFBLK, 0))
+	l2.file("fopq", "lower", 0o644)
+	u.file("fopq", "upper", 0o644)
+	u.xattr("fopq", "trusted.overlay.opaque", "y")
+	l1.file("xw/f", "f", 0o644)
+	u.file("xw/g", "g", 0o644)
+	u.xattr("xw", "trusted.overlay.opaque", "x") // says "look for xattr whiteouts", has none
+	l2.file("target/t", "t", 0o644)
+	for name, redirect := range map[string]string{"r-missing": "nowhere", "r-abs-missing": "/no/where",
+		"r-slash": "a/b", "r-dotdot": "..", "r-empty": "", "r-abs-ok": "/target"} {
+		u.file(name+"/own", "own", 0o644)
+		u.xattr(name, "trusted.overlay.redirect", redirect)
+	}
+	u.file("orig", "o", 0o644)
+	u.xattr("orig", "trusted.overlay.origin", "garbage")
+	u.file("nl", "n", 0o644)
+	u.xattr("nl", "trusted.overlay.nlink", "U+zz")
+	l1.settle()
+	l2.settle()
+	u.settle()
+	copyTree(t, a, filepath.Join(root, "b"))
+	kst := rebase(st, a, filepath.Join(root, "b"))
+
+	kmnt, lmnt := mkdir(t, root, "kernel"), mkdir(t, root, "layerfs")
+	mountKernel(t, kst, kmnt)
+	mountLayerfs(t, st, lmnt)
+	want, got := walkWithErrors(kmnt), walkWithErrors(lmnt)
+	for _, p := range sortedKeys2(want, got) {
+		if want[p] != got[p] {
+			t.Errorf("%s: kernel %q, %s %q", p, want[p], testedName(), got[p])
+		}
+	}
+	if len(want) < 20 {
+		t.Errorf("the kernel shows %d names; the stack was not built right", len(want))
+	}
+}
+
+// walkWithErrors describes every name below root (type, size, contents of small files), and
+// what failed where something did.
+func walkWithErrors(root string) map[string]string {
+	out := map[string]string{}
+	var walk func(rel string)
+	walk = func(rel string) {
+		ents, err := os.ReadDir(filepath.Join(root, rel))
+		if err != nil {
+			out[rel+"/"] = "readdir: " + errName(err)
+			return
+		}
+		for _, e := range ents {
+			p := filepath.Join(rel, e.Name())
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, p), &st); err != nil {
+				out[p] = "lstat: " + errName(err)
+				continue
+			}
+			desc := fmt.Sprintf("%s %o rdev %d:%d", typeName(st.Mode), st.Mode&0o7777, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+			if st.Mode&unix.S_IFMT == unix.S_IFREG {
+				data, err := os.ReadFile(filepath.Join(root, p))
+				desc += fmt.Sprintf(" %q %v", data, err)
+			}
+			out[p] = desc
+			if e.IsDir() {
+				walk(p)
+			}
+		}
+	}
+	walk("")
+	return out
+}
+
+func sortedKeys2(a, b map[string]string) []string {
+	seen := map[string]bool{}
+	var keys []string
+	for _, m := range []map[string]string{a, b} {
+		for k := range m {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -209,7 +209,7 @@ func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.I
 	}
 	merged := joinPath(n.path(), s.name)
 	res := resolution{parts: []part{{layer: 0, path: merged}}, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
-	return n.newChild(ctx, &res, merged, out), 0
+	return n.newChild(ctx, &res, merged, out)
 }
 
 // Mkdir makes a directory in the upper; over a whiteout it is opaque.

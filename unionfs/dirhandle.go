@@ -136,7 +136,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 			res.ino = ino
 		}
 	}
-	return h.n.newChild(ctx, &res, joinPath(h.merged, name), out), 0
+	return h.n.newChild(ctx, &res, joinPath(h.merged, name), out)
 }
 
 // Releasedir drops the listing and the layer directories.

@@ -121,16 +121,20 @@ func (n *node) topLayer() *layer {
 }
 
 // newChild makes (or finds, for a hard link or a name seen before) the inode for res, found
-// at the merged path merged.
-func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) *fs.Inode {
+// at the merged path merged. A directory whose number another merged directory holds is
+// ESTALE (dirident.go).
+func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	parts := n.u.compact(res.parts, merged)
 	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
-	if got, ok := ch.Operations().(*node); ok && got != child {
-		got.setWhere(parts, &res.st)
+	if isDirStat(&res.st) {
+		_, base := splitPath(merged)
+		if errno := n.u.dirs.claim(res.ino, child, n.EmbeddedInode(), base); errno != 0 {
+			return nil, errno
+		}
 	}
 	fillAttr(&out.Attr, &res.st, res.ino, len(res.parts))
-	return ch
+	return ch, 0
 }
 
 // fillAttr converts a layer's stat into merged attributes. A directory merged from several
@@ -172,7 +176,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			return nil, errno
 		}
 	}
-	return n.newChild(ctx, &res, joinPath(n.path(), name), out), 0
+	return n.newChild(ctx, &res, joinPath(n.path(), name), out)
 }
 
 // Getattr stats the topmost object.

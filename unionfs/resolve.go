@@ -74,6 +74,11 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 	found := false
 	lowerIno := false
 	cand, lookName := dirs, name
+	defer func() {
+		if cand != dirs { // the layer directories a redirect led to
+			cand.release()
+		}
+	}()
 	for i := 0; i < len(cand.parts); i++ {
 		p := cand.parts[i]
 		l := u.layers[p.layer]
@@ -154,7 +159,10 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 		if info.Opaque {
 			break
 		}
-		redirect, ok := u.followRedirect(info.Redirect)
+		redirect, ok, errno := u.followRedirect(info)
+		if errno != 0 {
+			return res, errno
+		}
 		if !ok {
 			if last {
 				break
@@ -176,9 +184,6 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 			cand.release()
 		}
 		cand, lookName, i = u.newParentDirs(below), base, -1
-	}
-	if cand != dirs {
-		cand.release()
 	}
 	if !found {
 		return res, syscall.ENOENT

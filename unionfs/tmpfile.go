@@ -81,8 +81,3 @@ func (n *node) named() {
 		n.tmpFd = -1
 	}
 }
-
-var _ fs.NodeOnForgetter = (*node)(nil)
-
-// OnForget releases what an unnamed file kept.
-func (n *node) OnForget() { n.named() }

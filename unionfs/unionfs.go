@@ -21,6 +21,8 @@ type unionFS struct {
 	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
 	kindex   kernelIndex
 	kindexFd int
+	// dirs keeps one merged directory per directory inode number (dirident.go).
+	dirs dirIdentities
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

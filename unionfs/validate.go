@@ -9,12 +9,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// MaxLowers is the most lower layers a mount takes: the kernel's overlayfs limit
+// (OVL_MAX_STACK), so any stack one mounts, the other does.
+const MaxLowers = 500
+
 // Validate checks the configuration against the disk and the mountpoint, and returns the first
 // problem as an error naming it. Paths are made absolute and cleaned in place. Nothing is changed
 // on disk.
 func (c *Config) Validate(mountpoint string) error {
 	if len(c.Lowers) == 0 {
 		return configErr("no lower layer given (lowerdir= or --lower)")
+	}
+	if len(c.Lowers) > MaxLowers {
+		return configErr("%d lower layers given; at most %d are supported, as by the kernel's overlayfs", len(c.Lowers), MaxLowers)
 	}
 	type named struct{ role, path string }
 	var all []named

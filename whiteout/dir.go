@@ -13,9 +13,10 @@ type DirInfo struct {
 	// XWhiteouts is set by opaque=x: empty regular files carrying the whiteout attribute in this
 	// directory are whiteouts.
 	XWhiteouts bool
-	// Redirect, if set, is the overlay.redirect attribute: where the directory's lower parts
-	// are (the caller judges it).
-	Redirect string
+	// Redirect is the overlay.redirect attribute, when HasRedirect: where the directory's
+	// lower parts are (the caller judges it; an empty value is malformed, not absent).
+	Redirect    string
+	HasRedirect bool
 }
 
 // RedirectAttr names the attribute (below TrustedPrefix or UserPrefix) that records where a
@@ -38,7 +39,7 @@ func ReadDirInfo(dirfd int, name string) (DirInfo, error) {
 	case "x":
 		info.XWhiteouts = true
 	}
-	info.Redirect = attrs[RedirectAttr]
+	info.Redirect, info.HasRedirect = attrs[RedirectAttr]
 	if !info.Opaque {
 		rel := OpaqueFile
 		if name != "" && name != "." {

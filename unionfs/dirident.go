@@ -1,0 +1,58 @@
+package unionfs
+
+import (
+	"sync"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+// dirIdentities remembers which merged directory holds each directory inode number. A merged
+// directory takes its topmost lower part's number, so two merged directories share one only
+// when a redirect leads to a lower directory that is still visible at its own name (an upper
+// damaged or edited by hand). The kernel then refuses the second with ESTALE; so do we,
+// rather than let go-fuse serve both names from one inode.
+type dirIdentities struct {
+	mu   sync.Mutex
+	byNo map[uint64]*node
+}
+
+// claim records that dir, about to be returned for name in parent, holds ino. It fails with
+// ESTALE when another directory that is still in the tree holds it.
+func (d *dirIdentities) claim(ino uint64, dir *node, parent *fs.Inode, name string) syscall.Errno {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if prev, ok := d.byNo[ino]; ok {
+		if pname, pparent := prev.Parent(); pparent != nil {
+			if pparent != parent || pname != name {
+				return syscall.ESTALE
+			}
+			return 0 // the same directory looked up again: go-fuse keeps prev
+		}
+	}
+	if d.byNo == nil {
+		d.byNo = map[uint64]*node{}
+	}
+	d.byNo[ino] = dir
+	return 0
+}
+
+// forget drops dir's claim once the kernel has forgotten it.
+func (d *dirIdentities) forget(ino uint64, dir *node) {
+	d.mu.Lock()
+	if d.byNo[ino] == dir {
+		delete(d.byNo, ino)
+	}
+	d.mu.Unlock()
+}
+
+var _ fs.NodeOnForgetter = (*node)(nil)
+
+// OnForget releases what the node holds once the kernel no longer knows it: an unnamed
+// file's descriptor (tmpfile.go), a directory's number.
+func (n *node) OnForget() {
+	n.named()
+	if n.StableAttr().Mode == syscall.S_IFDIR {
+		n.u.dirs.forget(n.StableAttr().Ino, n)
+	}
+}
