@@ -107,3 +107,74 @@ func sortedKeys(tr tree) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestUserNamespace runs layerfs as uid 0 of a user namespace an unprivileged user made
+// (unshare -Urm, as podman unshare does): it mounts directly, writes user.overlay.* markers
+// (trusted.* is not its to write) and says so under --debug; the kernel's overlayfs mounted
+// with userxattr in the same namespace shows the upper the same way.
+func TestUserNamespace(t *testing.T) {
+	needMounts(t)
+	u, err := user.Lookup(rootlessUser)
+	if err != nil {
+		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
+	}
+	root := t.TempDir()
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
+	ubin := filepath.Join(root, "layerfs")
+	data, err := os.ReadFile(bin)
+	must(t, err)
+	must(t, os.WriteFile(ubin, data, 0o755))
+	st := stack{Lowers: []string{root + "/l"}, Upper: root + "/u", Work: root + "/w"}
+	mnt, kmnt := root+"/m", root+"/k"
+	for _, d := range []string{st.Lowers[0], st.Upper, st.Work, mnt, kmnt, root + "/k-w"} {
+		mkdir(t, d, "")
+	}
+	lower := builder{t, st.Lowers[0]}
+	lower.file("a", "a\n", 0o644)
+	lower.file("gone", "g\n", 0o644)
+	lower.file("d/old", "o\n", 0o644)
+	lower.file("keep/x", "x\n", 0o644)
+	must(t, exec.Command("chown", "-R", u.Uid+":"+u.Gid, root).Run())
+	t.Cleanup(func() {
+		// The mount lives in the namespace only; the server unmounts on SIGTERM.
+		for _, pid := range serverPids(mnt) {
+			unix.Kill(pid, unix.SIGTERM)
+			waitGone(t, pid)
+		}
+	})
+	view := "find . | sort; cat a d/new keep/x"
+	script := `set -e
+` + ubin + ` --debug -o ` + st.options() + ` ` + mnt + ` 2>` + root + `/debug.log
+cd ` + mnt + `
+echo more >> a; rm gone; rm -rf d; mkdir d; echo new > d/new; mkdir made
+echo "== layerfs"; ` + view + `
+cd /; umount ` + mnt + `
+mount -t overlay overlay -o lowerdir=` + st.Lowers[0] + `,upperdir=` + st.Upper + `,workdir=` + root + `/k-w,userxattr ` + kmnt + `
+cd ` + kmnt + `
+echo "== kernel"; ` + view + `
+cd /; umount ` + kmnt
+	out, err := asUser(t, "unshare -Urm sh -c '"+script+"'")
+	if err != nil {
+		t.Fatalf("in a user namespace: %v\n%s", err, out)
+	}
+	parts := strings.SplitN(out, "== kernel\n", 2)
+	if len(parts) != 2 || !strings.Contains(parts[0], "== layerfs\n") {
+		t.Fatalf("unexpected output:\n%s", out)
+	}
+	got := strings.SplitN(parts[0], "== layerfs\n", 2)[1]
+	if got != parts[1] {
+		t.Errorf("layerfs in the namespace:\n%s\nthe kernel (userxattr) on its upper:\n%s", got, parts[1])
+	}
+	if !strings.Contains(got, "a\nmore\nnew\nx\n") || strings.Contains(got, "gone") || strings.Contains(got, "old") {
+		t.Errorf("the view in the namespace:\n%s", got)
+	}
+	buf := make([]byte, 8)
+	if n, err := unix.Lgetxattr(filepath.Join(st.Upper, "d"), "user.overlay.opaque", buf); err != nil || string(buf[:n]) != "y" {
+		t.Errorf("recreated d: user.overlay.opaque %q %v", buf[:n], err)
+	}
+	log, _ := os.ReadFile(root + "/debug.log")
+	if first, _, _ := strings.Cut(string(log), "\n"); !strings.Contains(first, "markers user.overlay.* (running in a user namespace); whiteouts: character devices 0/0") {
+		t.Errorf("--debug's first line: %q", first)
+	}
+}

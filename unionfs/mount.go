@@ -40,14 +40,16 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	}
 	// The kernel applies the caller's umask before it sends a mode; ours must not apply again.
 	unix.Umask(0)
-	if os.Geteuid() != 0 {
-		// trusted.* attributes are root's: an unprivileged server writes user.overlay.*, as
-		// the kernel does in a user namespace (userxattr).
-		cfg.UserXattr = true
-	}
+	// trusted.* attributes are root's: an unprivileged server writes user.overlay.*, as the
+	// kernel does in a user namespace (userxattr).
+	priv := detectPrivilege(&cfg)
+	cfg.UserXattr = !priv.trusted
 	u, err := newUnionFS(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Debug && cfg.DebugLog != nil {
+		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}
 	root := &node{u: u, tmpFd: -1}
 	for i := range u.layers {
