@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"bufio"
+	"context"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -8,8 +11,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,4 +183,99 @@ cd /; umount ` + kmnt
 	if first, _, _ := strings.Cut(string(log), "\n"); !strings.Contains(first, "markers user.overlay.* (running in a user namespace); whiteouts: character devices 0/0") {
 		t.Errorf("--debug's first line: %q", first)
 	}
+}
+
+// noMknodNode is a loopback node of a filesystem that refuses to make device nodes and
+// RENAME_WHITEOUT, as some filesystems and older kernels do for unprivileged users.
+type noMknodNode struct{ *fs.LoopbackNode }
+
+func (n *noMknodNode) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &noMknodNode{ops.(*fs.LoopbackNode)}
+}
+
+func (n *noMknodNode) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if mode&syscall.S_IFMT == syscall.S_IFCHR || mode&syscall.S_IFMT == syscall.S_IFBLK {
+		return nil, syscall.EPERM
+	}
+	return n.LoopbackNode.Mknod(ctx, name, mode, rdev, out)
+}
+
+func (n *noMknodNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if flags&unix.RENAME_WHITEOUT != 0 {
+		return syscall.EINVAL
+	}
+	return n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
+}
+
+// Listxattr lists the backing object's attributes (go-fuse's loopback does not).
+func (n *noMknodNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	sz, err := unix.Llistxattr(filepath.Join(n.RootData.Path, n.EmbeddedInode().Path(nil)), dest)
+	return uint32(max(sz, 0)), fs.ToErrno(err)
+}
+
+// TestAufsWhiteoutFallback: on an upper that refuses character devices, whiteouts are
+// ".wh.<name>" files; the view hides what they hide, also after a remount, and --debug says so.
+func TestAufsWhiteoutFallback(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	backing := mkdir(t, root, "backing")
+	mkdir(t, backing, "u")
+	mkdir(t, backing, "w")
+	fuseDir := mkdir(t, root, "nomknod")
+	lb, err := fs.NewLoopbackRoot(backing)
+	must(t, err)
+	srv, err := fs.Mount(fuseDir, &noMknodNode{lb.(*fs.LoopbackNode)}, &fs.Options{MountOptions: fuse.MountOptions{DirectMount: true, FsName: "nomknod", Name: "nomknod"}})
+	must(t, err)
+	t.Cleanup(func() { srv.Unmount() })
+
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: fuseDir + "/u", Work: fuseDir + "/w"}
+	b := builder{t, st.Lowers[0]}
+	for _, f := range []string{"a", "gone", "back", "d/old", "src", "dir/x"} {
+		b.file(f, f+"\n", 0o644)
+	}
+	mnt := mkdir(t, root, "mnt")
+	cmd := exec.Command(bin, "--debug", "-f", "-o", st.options(), mnt)
+	debug, err := cmd.StderrPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	first, err := bufio.NewReader(debug).ReadString('\n')
+	must(t, err)
+	go io.Copy(io.Discard, debug)
+	waitMounted(t, mnt, done)
+	stop := func() {
+		unmountFuse(t, mnt)
+		if done != nil {
+			<-done // the server exits once unmounted
+			done = nil
+		}
+	}
+	t.Cleanup(stop)
+	if !strings.Contains(first, "whiteouts: .wh.<name> files") {
+		t.Errorf("--debug's first line: %q", first)
+	}
+	out := execIn(mnt, "rm gone back && touch back && mv src moved && rm -rf d && mkdir d && echo new > d/new && rm -r dir && echo more >> a")
+	if out != "" {
+		t.Fatalf("writes: %s", out)
+	}
+	want := "a\nback\nd\nd/new\nmoved\n"
+	check := func(when string) {
+		if got := execIn(mnt, "find . -mindepth 1 | sed s,^./,, | sort"); got+"\n" != want {
+			t.Errorf("%s: the view is\n%s\nwant\n%s", when, got, want)
+		}
+	}
+	check("after the writes")
+	for _, wh := range []string{".wh.gone", ".wh.src", ".wh.dir"} {
+		var s unix.Stat_t
+		if err := unix.Lstat(filepath.Join(backing, "u", wh), &s); err != nil || s.Mode&unix.S_IFMT != unix.S_IFREG {
+			t.Errorf("%s in the upper: %v (mode %o), want a regular file", wh, err, s.Mode)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(backing, "u", ".wh.back")); !os.IsNotExist(err) {
+		t.Errorf(".wh.back stays after back was made again: %v", err)
+	}
+	stop()
+	mountLayerfs(t, st, mnt)
+	check("after a remount")
 }
