@@ -80,7 +80,7 @@ func TestBadInput(t *testing.T) {
 		{"mountpoint is a file", []string{"-o", "lowerdir=" + r("l1"), file}, "not a directory"},
 		{"too many lowers", []string{"-o", "lowerdir=" + strings.Join(tooMany, ":"), mnt}, "at most 500"},
 		{"unknown flag", []string{"--frobnicate", mnt}, "unknown flag"},
-		{"id mapping", []string{"-o", "lowerdir=" + r("l1") + ",uidmapping=0:1000:1", mnt}, "not supported"},
+		{"bad id mapping", []string{"-o", "lowerdir=" + r("l1") + ",uidmapping=0:1000", mnt}, "uidmapping"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -279,3 +279,91 @@ func TestAufsWhiteoutFallback(t *testing.T) {
 	mountLayerfs(t, st, mnt)
 	check("after a remount")
 }
+
+// TestOverrideStat: in a user namespace mapping the user's subordinate ids (as rootless podman
+// makes), owners, modes and device nodes the layers cannot hold live in
+// user.containers.override_stat, as containers/storage and fuse-overlayfs keep them. A lower
+// layer unpacked that way shows its owners, set-uid bits and devices; chown and chmod of such
+// a file change its override (copied up with it) and survive a remount; other files change for
+// real; the attribute is not visible or settable through the mount.
+func TestOverrideStat(t *testing.T) {
+	needMounts(t)
+	u, err := user.Lookup(rootlessUser)
+	if err != nil {
+		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
+	}
+	root := t.TempDir()
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
+	ubin := filepath.Join(root, "layerfs")
+	data, err := os.ReadFile(bin)
+	must(t, err)
+	must(t, os.WriteFile(ubin, data, 0o755))
+	st := stack{Lowers: []string{root + "/l"}, Upper: root + "/u", Work: root + "/w"}
+	mnt := root + "/m"
+	for _, d := range []string{st.Lowers[0], st.Upper, st.Work, mnt} {
+		mkdir(t, d, "")
+	}
+	b := builder{t, st.Lowers[0]}
+	b.file("etc/shadow", "secret\n", 0o644)
+	b.file("bin/su", "#!/bin/sh\n", 0o755)
+	b.file("dev/null", "", 0o600)
+	b.file("plain", "plain\n", 0o644)
+	const ov = "user.containers.override_stat"
+	b.xattr(".", ov, "0:0:0755")
+	b.xattr("etc/shadow", ov, "0:0:0640")
+	b.xattr("bin/su", ov, "0:0:4755")
+	b.xattr("dev/null", ov, "0:0:0666:char-1-3")
+	must(t, exec.Command("chown", "-R", u.Uid+":"+u.Gid, root).Run())
+	t.Cleanup(func() {
+		for _, pid := range serverPids(mnt) {
+			unix.Kill(pid, unix.SIGTERM)
+			waitGone(t, pid)
+		}
+	})
+	show := `stat -c "%n %u:%g %a %F %t:%T" etc/shadow bin/su dev/null plain 2>&1; find . -type c | sort`
+	const shownAfter = "etc/shadow 5:6 600 regular file 0:0\nbin/su 0:0 4755 regular file 0:0\ndev/null 0:0 666 character special file 1:3\nplain 7:8 4711 regular file 0:0\n./dev/null\n"
+	script := `set -e
+` + ubin + ` -o ` + st.options() + ` ` + mnt + `
+cd ` + mnt + `
+echo "== before"; stat -c "%n %u:%g %a %F %t:%T" etc/shadow bin/su dev/null plain
+getfattr -n ` + ov + ` etc/shadow 2>&1 || true
+setfattr -n ` + ov + ` -v 1:1:0777 plain 2>&1 || true
+chown 5:6 etc/shadow; chmod 600 etc/shadow; chown 7:8 plain; chmod 4711 plain
+echo "== after"; ` + show + `
+cd /; umount ` + mnt + `
+` + ubin + ` -o ` + st.options() + ` ` + mnt + `
+cd ` + mnt + `
+echo "== remounted"; ` + show + `
+cd /; umount ` + mnt
+	out, err := asUser(t, "unshare --map-auto --map-root-user --mount sh -c '"+script+"'")
+	if err != nil {
+		t.Fatalf("in a user namespace: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"== before\netc/shadow 0:0 640 regular file 0:0\nbin/su 0:0 4755 regular file 0:0\ndev/null 0:0 666 character special file 1:3\nplain 0:0 644 regular file 0:0\n",
+		"etc/shadow: " + ov + ": No such attribute",
+		"setfattr: plain: Operation not permitted",
+		"== after\n" + shownAfter,
+		"== remounted\n" + shownAfter,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the namespace's output lacks %q:\n%s", want, out)
+		}
+	}
+	buf := make([]byte, 64)
+	for p, want := range map[string]string{"etc/shadow": "5:6:0600"} {
+		n, err := unix.Lgetxattr(filepath.Join(st.Upper, p), ov, buf)
+		if err != nil || string(buf[:n]) != want {
+			t.Errorf("upper %s: %s %q %v, want %q", p, ov, buf[:max(n, 0)], err, want)
+		}
+	}
+	if _, err := unix.Lgetxattr(st.Upper, ov, buf); err != nil {
+		t.Errorf("the upper's root is not marked for overrides: %v", err)
+	}
+	var ps unix.Stat_t
+	must(t, unix.Lstat(filepath.Join(st.Upper, "plain"), &ps))
+	if _, err := unix.Lgetxattr(filepath.Join(st.Upper, "plain"), ov, buf); err == nil || ps.Mode&0o7777 != 0o4711 || ps.Uid < 100000 {
+		t.Errorf("upper plain: mode %o uid %d, override %v: want a real chmod and chown to a subordinate id", ps.Mode&0o7777, ps.Uid, err)
+	}
+}

@@ -35,6 +35,12 @@ type Config struct {
 	MountOptions []string
 	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
 	FsName string
+	// IDs maps and squashes owners (idmap.go); the zero value shows them as stored.
+	IDs IDs
+	// XattrPermissions, when 1 or 2, keeps chmod and chown of upper objects in an override
+	// attribute instead of on the objects (fuse-overlayfs's xattr_permissions=): 1 uses
+	// security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat.
+	XattrPermissions int
 	// Trace, if set, is called with every overlay action the mount takes (copy-up, whiteout,
 	// opaque directory, redirect), from the goroutine serving the operation.
 	Trace func(Event)

@@ -108,12 +108,12 @@ func (n *node) place(s *slot, tmp string, isDir bool) error {
 	}
 }
 
-// owner returns the uid and gid a new object of the caller gets, -1 where what the kernel
+// owner returns the uid and gid (as stored, idmap.go) a new object of the caller gets, -1 where what the kernel
 // gives it already is right (a set-group-id directory hands down its group).
-func owner(ctx context.Context, dirSt *unix.Stat_t) (int, int) {
+func (u *unionFS) owner(ctx context.Context, dirSt *unix.Stat_t) (int, int) {
 	uid, gid := os.Geteuid(), os.Getegid()
 	if c, ok := fuse.FromContext(ctx); ok {
-		uid, gid = int(c.Uid), int(c.Gid)
+		uid, gid = int(u.cfg.IDs.diskUID(c.Uid)), int(u.cfg.IDs.diskGID(c.Gid))
 	}
 	if dirSt.Mode&unix.S_ISGID != 0 {
 		gid = -1
@@ -128,8 +128,8 @@ func owner(ctx context.Context, dirSt *unix.Stat_t) (int, int) {
 }
 
 // chownNew gives entry name of dirfd to the caller.
-func chownNew(ctx context.Context, dirfd int, name string, dirSt *unix.Stat_t) error {
-	uid, gid := owner(ctx, dirSt)
+func (u *unionFS) chownNew(ctx context.Context, dirfd int, name string, dirSt *unix.Stat_t) error {
+	uid, gid := u.owner(ctx, dirSt)
 	if uid == -1 && gid == -1 {
 		return nil
 	}
@@ -164,7 +164,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 		if err := mk(s.dir.fd, s.name); err != nil {
 			return toErrno(err)
 		}
-		if err := chownNew(ctx, s.dir.fd, s.name, &s.dirSt); err != nil {
+		if err := n.u.chownNew(ctx, s.dir.fd, s.name, &s.dirSt); err != nil {
 			unlinkAny(s.dir.fd, s.name)
 			return toErrno(err)
 		}
@@ -174,7 +174,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	w := n.u.workFd
 	err := mk(w, tmp)
 	if err == nil {
-		err = chownNew(ctx, w, tmp, &s.dirSt)
+		err = n.u.chownNew(ctx, w, tmp, &s.dirSt)
 	}
 	if err == nil {
 		err = inheritSetgid(w, tmp, &s.dirSt)
@@ -336,6 +336,6 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if err := unix.Fstatat(s.dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, toErrno(err)
 	}
-	fillAttr(&out.Attr, &st, t.StableAttr().Ino, 0)
+	n.u.fillAttr(&out.Attr, &st, t.StableAttr().Ino, 0)
 	return t.EmbeddedInode(), 0
 }

@@ -19,6 +19,9 @@ type layer struct {
 	index int // position in unionFS.layers: 0 is the topmost
 	// links indexes hard-linked objects of a lower layer, built on first need.
 	links hardlinks
+	// overrideXattr names the attribute the layer's objects keep their owner and mode in
+	// when they cannot hold them (overridestat.go); "" when they do not. Set before serving.
+	overrideXattr string
 }
 
 func openLayer(path string) (*layer, error) {

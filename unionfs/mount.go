@@ -48,6 +48,10 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := u.initOverrides(); err != nil {
+		u.close()
+		return nil, err
+	}
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}

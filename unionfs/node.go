@@ -126,20 +126,22 @@ func (n *node) topLayer() *layer {
 func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	parts := n.u.compact(res.parts, merged)
 	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
-	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(res.st.Mode) & syscall.S_IFMT, Ino: res.ino})
+	shown := res.st
+	n.u.overrideAttr(res.parts[0], &shown)
+	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.ino})
 	if isDirStat(&res.st) {
 		_, base := splitPath(merged)
 		if errno := n.u.dirs.claim(res.ino, child, n.EmbeddedInode(), base); errno != 0 {
 			return nil, errno
 		}
 	}
-	fillAttr(&out.Attr, &res.st, res.ino, len(res.parts))
+	n.u.fillAttr(&out.Attr, &shown, res.ino, len(res.parts))
 	return ch, 0
 }
 
-// fillAttr converts a layer's stat into merged attributes. A directory merged from several
+// fillAttr converts a layer's stat into merged attributes, owners as shown (idmap.go). A directory merged from several
 // layers reports one link, as the kernel does: counting subdirectories of a merge is not worth it.
-func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64, mergedLayers int) {
+func (u *unionFS) fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64, mergedLayers int) {
 	out.Ino = ino
 	out.Size = uint64(st.Size)
 	out.Blocks = uint64(st.Blocks)
@@ -155,6 +157,7 @@ func fillAttr(out *fuse.Attr, st *unix.Stat_t, ino uint64, mergedLayers int) {
 		out.Nlink = 1
 	}
 	out.Owner = fuse.Owner{Uid: st.Uid, Gid: st.Gid}
+	u.showOwner(out)
 	out.Rdev = uint32(st.Rdev)
 	out.Blksize = uint32(st.Blksize)
 }
@@ -188,6 +191,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if err != nil && !missing(err) {
 		return toErrno(err)
 	}
+	if err == nil && n.isSelf(&st) {
+		n.u.overrideAttr(top, &st)
+	}
 	if err != nil || !n.isSelf(&st) {
 		// The name is gone (an unlinked file still open) or now names another object
 		// (renamed over): the open descriptor of this object still answers.
@@ -216,7 +222,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			d.release()
 		}
 	}
-	fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
+	n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
 	return 0
 }
 

@@ -148,6 +148,13 @@ func (u *unionFS) mergedEntriesFrom(parts []part, limit int) ([]fuse.DirEntry, [
 					}
 				}
 			}
+			if typ == unix.S_IFREG && l.overrideXattr != "" {
+				if fd, err := dir(); err == nil {
+					if t, ok := u.overrideType(l, fd, e.name); ok {
+						typ = t // a file standing in for a device, fifo or socket
+					}
+				}
+			}
 			ino := u.inoOf(l, e.ino)
 			if l.upper && typ != unix.S_IFDIR {
 				if fd, err := dir(); err == nil {

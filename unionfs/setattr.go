@@ -18,6 +18,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	mode, modeOK := in.GetMode()
 	uid, uidOK := in.GetUID()
 	gid, gidOK := in.GetGID()
+	uid, gid = n.u.cfg.IDs.diskUID(uid), n.u.cfg.IDs.diskGID(gid)
 	atime, atimeOK := in.GetATime()
 	mtime, mtimeOK := in.GetMTime()
 	onlyTruncate := sizeOK && size == 0 && !modeOK && !uidOK && !gidOK && !atimeOK && !mtimeOK
@@ -34,21 +35,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
-	if modeOK {
-		if err := unix.Fchmodat(d.fd, name, mode&07777, 0); err != nil {
-			return toErrno(err)
-		}
-	}
-	if uidOK || gidOK {
-		su, sg := -1, -1
-		if uidOK {
-			su = int(uid)
-		}
-		if gidOK {
-			sg = int(gid)
-		}
-		if err := unix.Fchownat(d.fd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return toErrno(err)
+	if modeOK || uidOK || gidOK {
+		if errno := n.u.setOwnerMode(d.fd, name, modeOK, mode, uidOK, uid, gidOK, gid); errno != 0 {
+			return errno
 		}
 	}
 	// Truncate before setting times, so an explicit mtime is not overwritten.

@@ -34,7 +34,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	uid, gid := owner(ctx, &dirSt)
+	uid, gid := n.u.owner(ctx, &dirSt)
 	if uid != -1 || gid != -1 {
 		if err := unix.Fchown(fd, uid, gid); err != nil {
 			unix.Close(fd)
@@ -57,7 +57,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	ino := n.u.inoOf(n.u.upper(), st.Ino)
 	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, tmpFd: keep}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
-	fillAttr(&out.Attr, &st, ino, 0)
+	n.u.fillAttr(&out.Attr, &st, ino, 0)
 	return ch, newFile(child, fd, int(flags&^openFlagsMask), true), 0, 0
 }
 

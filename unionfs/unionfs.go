@@ -23,6 +23,8 @@ type unionFS struct {
 	kindexFd int
 	// dirs keeps one merged directory per directory inode number (dirident.go).
 	dirs dirIdentities
+	// overrideXattrs are the override attributes some layer uses (overridestat.go).
+	overrideXattrs map[string]bool
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

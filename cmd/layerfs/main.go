@@ -81,6 +81,9 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   volatile         do not fsync (as the kernel's volatile)
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)
   fsname=NAME      source name shown in /proc/self/mountinfo (default layerfs)
+  uidmapping=DISK:SHOWN:LEN[:…], gidmapping=…   show stored ids shifted (fuse-overlayfs syntax)
+  squash_to_root, squash_to_uid=N, squash_to_gid=N   show every object owned by these ids
+  xattr_permissions=1|2   keep chmod/chown of upper objects in an override attribute
   ro, nodev, nosuid, noexec, …   passed to the kernel
   debug            same as --debug
   Unknown options are reported and ignored, as fuse-overlayfs does.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/layerfs/layerfs/unionfs"
@@ -67,17 +68,6 @@ var acceptedOptions = map[string]bool{
 	"noxattrs": true, "max_idle_threads": true,
 }
 
-// notYet are options whose meaning layerfs does not provide yet: ignoring them would give a
-// view the caller did not ask for, so they are refused.
-var notYet = map[string]string{
-	"uidmapping":        "id mapping",
-	"gidmapping":        "id mapping",
-	"squash_to_root":    "id squashing",
-	"squash_to_uid":     "id squashing",
-	"squash_to_gid":     "id squashing",
-	"xattr_permissions": "xattr permissions",
-}
-
 // parseOptions applies one -o string to cfg. Empty elements are skipped (container engines
 // write "a,,b"); unknown options are reported through warn and otherwise ignored, as
 // fuse-overlayfs does. It returns an error naming the first bad option.
@@ -126,10 +116,37 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			default:
 				return fmt.Errorf("option redirect_dir=%q: want on, follow, nofollow or off", val)
 			}
-		default:
-			if what, ok := notYet[key]; ok {
-				return fmt.Errorf("option %s: %s is not supported", key, what)
+		case "uidmapping", "gidmapping":
+			m, err := unionfs.ParseIDMaps(val)
+			if err != nil {
+				return fmt.Errorf("option %s: %v", key, err)
 			}
+			if key == "uidmapping" {
+				cfg.IDs.UIDMap = m
+			} else {
+				cfg.IDs.GIDMap = m
+			}
+		case "squash_to_root":
+			cfg.IDs.SquashToRoot = true
+		case "squash_to_uid", "squash_to_gid":
+			id, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return fmt.Errorf("option %s=%q: want a numeric id", key, val)
+			}
+			v := uint32(id)
+			if key == "squash_to_uid" {
+				cfg.IDs.SquashUID = &v
+			} else {
+				cfg.IDs.SquashGID = &v
+			}
+		case "xattr_permissions":
+			switch val {
+			case "0", "1", "2":
+				cfg.XattrPermissions = int(val[0] - '0')
+			default:
+				return fmt.Errorf("option xattr_permissions=%q: want 0, 1 or 2", val)
+			}
+		default:
 			if kernelMountOptions[key] && !hasVal {
 				cfg.MountOptions = append(cfg.MountOptions, key)
 				continue

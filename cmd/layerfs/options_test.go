@@ -9,6 +9,7 @@ import (
 )
 
 func TestParseOptions(t *testing.T) {
+	seven, eight := uint32(7), uint32(8)
 	cases := []struct {
 		in      string
 		want    unionfs.Config
@@ -28,7 +29,18 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,redirect_dir=on", want: unionfs.Config{Lowers: []string{"/a"}, RedirectDir: unionfs.RedirectOn}},
 		{in: "lowerdir=/a,redirect_dir=nofollow", want: unionfs.Config{Lowers: []string{"/a"}, RedirectDir: unionfs.RedirectNoFollow}},
 		{in: "lowerdir=/a,redirect_dir=maybe", wantErr: "redirect_dir"},
-		{in: "lowerdir=/a,squash_to_root", wantErr: "not supported"},
+		{in: "lowerdir=/a,squash_to_root", want: unionfs.Config{Lowers: []string{"/a"}, IDs: unionfs.IDs{SquashToRoot: true}}},
+		{in: "lowerdir=/a,squash_to_uid=7,squash_to_gid=8", want: unionfs.Config{Lowers: []string{"/a"}, IDs: unionfs.IDs{SquashUID: &seven, SquashGID: &eight}}},
+		{in: "lowerdir=/a,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1", want: unionfs.Config{Lowers: []string{"/a"}, IDs: unionfs.IDs{
+			UIDMap: []unionfs.IDMap{{Disk: 0, Shown: 1000, Len: 1}, {Disk: 1, Shown: 100000, Len: 65536}},
+			GIDMap: []unionfs.IDMap{{Disk: 0, Shown: 1000, Len: 1}}}}},
+		{in: "lowerdir=/a,xattr_permissions=2", want: unionfs.Config{Lowers: []string{"/a"}, XattrPermissions: 2}},
+		{in: "lowerdir=/a,uidmapping=0:1000", wantErr: "triples"},
+		{in: "lowerdir=/a,uidmapping=0:x:1", wantErr: "not an id"},
+		{in: "lowerdir=/a,gidmapping=0:1:0", wantErr: "empty"},
+		{in: "lowerdir=/a,uidmapping=4294967295:0:2", wantErr: "too long"},
+		{in: "lowerdir=/a,squash_to_uid=-1", wantErr: "numeric id"},
+		{in: "lowerdir=/a,xattr_permissions=3", wantErr: "want 0, 1 or 2"},
 	}
 	for _, c := range cases {
 		var cfg unionfs.Config

@@ -1,0 +1,272 @@
+package unionfs
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// OverrideStatXattr holds the owner, mode and type an object has in the merged view when the
+// layer cannot hold them itself: "uid:gid:mode[:type]", mode in octal, type one of file, dir,
+// symlink, pipe, socket, char-MAJOR-MINOR, block-MAJOR-MINOR. containers/storage writes it
+// when it unpacks a layer without privileges, and fuse-overlayfs reads it. A layer whose root
+// carries the attribute has its objects read that way (fuse-overlayfs's rule); the upper is
+// marked too when a lower layer is, so that objects copied up keep their overrides.
+const OverrideStatXattr = "user.containers.override_stat"
+
+// overrideXattrs are the names fuse-overlayfs reads overrides from, in the order it looks for
+// them on a layer's root; the others are its own (xattr_permissions=1 and 2).
+var overrideXattrs = []string{"security.fuseoverlayfs.override_stat", OverrideStatXattr, "user.fuseoverlayfs.override_stat"}
+
+// overrideStat is a parsed override.
+type overrideStat struct {
+	uid, gid uint32
+	mode     uint32 // permission bits, with set-id and sticky bits
+	typ      uint32 // S_IF* bits; 0 when not given
+	rdev     uint64
+}
+
+// parseOverrideStat reads an attribute value; ok is false when it is malformed.
+func parseOverrideStat(v string) (o overrideStat, ok bool) {
+	f := strings.Split(strings.TrimRight(v, "\x00\n"), ":")
+	if len(f) != 3 && len(f) != 4 {
+		return o, false
+	}
+	uid, err1 := strconv.ParseUint(f[0], 10, 32)
+	gid, err2 := strconv.ParseUint(f[1], 10, 32)
+	mode, err3 := strconv.ParseUint(f[2], 8, 32)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return o, false
+	}
+	o = overrideStat{uid: uint32(uid), gid: uint32(gid), mode: uint32(mode) & 0o7777}
+	if len(f) == 4 {
+		typ, rdev, ok := parseOverrideType(f[3])
+		if !ok {
+			return o, false
+		}
+		o.typ, o.rdev = typ, rdev
+	}
+	return o, true
+}
+
+func parseOverrideType(s string) (uint32, uint64, bool) {
+	switch s {
+	case "file":
+		return unix.S_IFREG, 0, true
+	case "dir":
+		return unix.S_IFDIR, 0, true
+	case "symlink":
+		return unix.S_IFLNK, 0, true
+	case "pipe":
+		return unix.S_IFIFO, 0, true
+	case "socket":
+		return unix.S_IFSOCK, 0, true
+	}
+	kind, nums, _ := strings.Cut(s, "-")
+	maj, min, _ := strings.Cut(nums, "-")
+	ma, err1 := strconv.ParseUint(maj, 10, 32)
+	mi, err2 := strconv.ParseUint(min, 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	switch kind {
+	case "char":
+		return unix.S_IFCHR, unix.Mkdev(uint32(ma), uint32(mi)), true
+	case "block":
+		return unix.S_IFBLK, unix.Mkdev(uint32(ma), uint32(mi)), true
+	}
+	return 0, 0, false
+}
+
+func (o overrideStat) String() string {
+	s := fmt.Sprintf("%d:%d:%04o", o.uid, o.gid, o.mode)
+	switch o.typ {
+	case unix.S_IFCHR:
+		s += fmt.Sprintf(":char-%d-%d", unix.Major(o.rdev), unix.Minor(o.rdev))
+	case unix.S_IFBLK:
+		s += fmt.Sprintf(":block-%d-%d", unix.Major(o.rdev), unix.Minor(o.rdev))
+	case unix.S_IFIFO:
+		s += ":pipe"
+	case unix.S_IFSOCK:
+		s += ":socket"
+	}
+	return s
+}
+
+// apply puts the override into st. A type is taken only where the real object is a regular
+// file standing in for one the layer could not hold (a device, a fifo, a socket).
+func (o overrideStat) apply(st *unix.Stat_t) {
+	st.Uid, st.Gid = o.uid, o.gid
+	typ := st.Mode & unix.S_IFMT
+	if typ == unix.S_IFREG && o.typ != 0 && o.typ != unix.S_IFREG && o.typ != unix.S_IFDIR && o.typ != unix.S_IFLNK {
+		typ = o.typ
+		st.Rdev = o.rdev
+		st.Size = 0
+	}
+	st.Mode = typ | o.mode
+}
+
+// readOverride reads the override attribute attr of entry name of dirfd ("" for dirfd itself).
+func readOverride(dirfd int, name, attr string) (overrideStat, bool) {
+	buf := make([]byte, 64)
+	sz, err := getAttr(dirfd, name, attr, buf)
+	if err != nil || sz < 0 {
+		return overrideStat{}, false
+	}
+	return parseOverrideStat(string(buf[:sz]))
+}
+
+// overrideAttr applies the override of the object at p, if its layer uses them, to st: what
+// is reported for it. Symbolic links cannot carry user attributes and are left as they are.
+func (u *unionFS) overrideAttr(p part, st *unix.Stat_t) {
+	l := u.layers[p.layer]
+	if l.overrideXattr == "" || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return
+	}
+	dir, name := splitPath(p.path)
+	d, err := l.openDir(dir)
+	if err != nil {
+		return
+	}
+	defer d.release()
+	if o, ok := readOverride(d.fd, name, l.overrideXattr); ok {
+		o.apply(st)
+	}
+}
+
+// overrideType is the type a directory listing reports for a regular file of a layer with
+// overrides, which may stand in for a device, fifo or socket.
+func (u *unionFS) overrideType(l *layer, dirfd int, name string) (uint32, bool) {
+	if l.overrideXattr == "" {
+		return 0, false
+	}
+	o, ok := readOverride(dirfd, name, l.overrideXattr)
+	if !ok || o.typ == 0 || o.typ == unix.S_IFREG {
+		return 0, false
+	}
+	return o.typ, true
+}
+
+// initOverrides finds the layers whose root carries an override attribute, before the mount
+// serves. The upper uses the one xattr_permissions names; else, when a lower layer uses
+// overrides, the upper reads the same attribute, so that objects copied up keep theirs.
+func (u *unionFS) initOverrides() error {
+	u.overrideXattrs = map[string]bool{}
+	lowerAttr := ""
+	for _, l := range u.layers {
+		for _, attr := range overrideXattrs {
+			if _, err := getAttr(l.fd, "", attr, nil); err == nil {
+				l.overrideXattr = attr
+				u.overrideXattrs[attr] = true
+				if !l.upper && lowerAttr == "" {
+					lowerAttr = attr
+				}
+				break
+			}
+		}
+	}
+	if !u.hasUpper {
+		return nil
+	}
+	want := u.upper().overrideXattr
+	switch u.cfg.XattrPermissions {
+	case 1:
+		want = overrideXattrs[0]
+	case 2:
+		want = overrideXattrs[2]
+	default:
+		if want == "" {
+			want = lowerAttr
+		}
+	}
+	if want == "" || want == u.upper().overrideXattr {
+		return nil
+	}
+	return u.markUpper(want)
+}
+
+// markUpper makes the upper a layer with overrides in attr, recording its root's own
+// attributes as the root's override.
+func (u *unionFS) markUpper(attr string) error {
+	up := u.upper()
+	var st unix.Stat_t
+	if err := unix.Fstat(up.fd, &st); err != nil {
+		return err
+	}
+	o := overrideStat{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}
+	if err := setAttr(up.fd, "", attr, []byte(o.String()), 0); err != nil {
+		return fmt.Errorf("mark upper layer %s for %s: %w", up.path, attr, err)
+	}
+	up.overrideXattr = attr
+	u.overrideXattrs[attr] = true
+	return nil
+}
+
+// isOverrideXattr reports whether attr is an override attribute this mount reads: then it is
+// layerfs's, hidden from the view and not settable through it, as the markers are.
+func (u *unionFS) isOverrideXattr(attr string) bool {
+	return u.overrideXattrs[attr]
+}
+
+// setOwnerMode applies chmod and chown to entry name of dirfd in the upper. An object with an
+// override changes its override, and its real owner and mode stay what the server needs; with
+// xattr_permissions every object does, getting an override from its real attributes first.
+func (u *unionFS) setOwnerMode(dirfd int, name string, modeOK bool, mode uint32, uidOK bool, uid uint32, gidOK bool, gid uint32) syscall.Errno {
+	if attr := u.upper().overrideXattr; attr != "" {
+		ov, ok := readOverride(dirfd, name, attr)
+		if !ok && u.cfg.XattrPermissions != 0 {
+			var st unix.Stat_t
+			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return toErrno(err)
+			}
+			ov, ok = overrideStat{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}, st.Mode&unix.S_IFMT != unix.S_IFLNK
+		}
+		if ok {
+			if modeOK {
+				ov.mode = mode & 0o7777
+			}
+			if uidOK {
+				ov.uid = uid
+			}
+			if gidOK {
+				ov.gid = gid
+			}
+			return toErrno(setAttr(dirfd, name, attr, []byte(ov.String()), 0))
+		}
+	}
+	if modeOK {
+		if err := unix.Fchmodat(dirfd, name, mode&0o7777, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	if !uidOK && !gidOK {
+		return 0
+	}
+	su, sg := -1, -1
+	if uidOK {
+		su = int(uid)
+	}
+	if gidOK {
+		sg = int(gid)
+	}
+	return toErrno(unix.Fchownat(dirfd, name, su, sg, unix.AT_SYMLINK_NOFOLLOW))
+}
+
+// getAttr and setAttr reach an attribute of entry name of dirfd, or of dirfd itself when name
+// is "": through its /proc link then, which must be followed.
+func getAttr(dirfd int, name, attr string, buf []byte) (int, error) {
+	if name == "" {
+		return unix.Getxattr(procPath(dirfd, ""), attr, buf)
+	}
+	return unix.Lgetxattr(procPath(dirfd, name), attr, buf)
+}
+
+func setAttr(dirfd int, name, attr string, val []byte, flags int) error {
+	if name == "" {
+		return unix.Setxattr(procPath(dirfd, ""), attr, val, flags)
+	}
+	return unix.Lsetxattr(procPath(dirfd, name), attr, val, flags)
+}
