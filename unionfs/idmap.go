@@ -20,9 +20,16 @@ type IDMap struct {
 }
 
 // ParseIDMaps reads fuse-overlayfs's mapping syntax: triples DISK:SHOWN:LEN joined by ":".
+// Empty fields are skipped, as fuse-overlayfs skips them: containers/storage writes the list
+// with a leading ":".
 func ParseIDMaps(s string) ([]IDMap, error) {
-	f := strings.Split(s, ":")
-	if len(f)%3 != 0 || s == "" {
+	var f []string
+	for _, x := range strings.Split(s, ":") {
+		if x != "" {
+			f = append(f, x)
+		}
+	}
+	if len(f)%3 != 0 || len(f) == 0 {
 		return nil, fmt.Errorf("%q is not a list of id:mapped-id:length triples", s)
 	}
 	var out []IDMap

@@ -34,6 +34,8 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1", want: unionfs.Config{Lowers: []string{"/a"}, IDs: unionfs.IDs{
 			UIDMap: []unionfs.IDMap{{Disk: 0, Shown: 1000, Len: 1}, {Disk: 1, Shown: 100000, Len: 65536}},
 			GIDMap: []unionfs.IDMap{{Disk: 0, Shown: 1000, Len: 1}}}}},
+		{in: "lowerdir=/a,uidmapping=:0:1:1002:1002:0:1", want: unionfs.Config{Lowers: []string{"/a"}, IDs: unionfs.IDs{ // as podman writes it
+			UIDMap: []unionfs.IDMap{{Disk: 0, Shown: 1, Len: 1002}, {Disk: 1002, Shown: 0, Len: 1}}}}},
 		{in: "lowerdir=/a,xattr_permissions=2", want: unionfs.Config{Lowers: []string{"/a"}, XattrPermissions: 2}},
 		{in: "lowerdir=/a,uidmapping=0:1000", wantErr: "triples"},
 		{in: "lowerdir=/a,uidmapping=0:x:1", wantErr: "not an id"},
