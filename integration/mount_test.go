@@ -86,6 +86,7 @@ func unmountFuse(t testing.TB, mnt string) {
 		return
 	}
 	pids := serverPids(mnt)
+	conn := connectionOf(mnt)
 	if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
 		t.Logf("fusermount3 -u %s: %v %s; detaching", mnt, err, out)
 		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
@@ -98,6 +99,9 @@ func unmountFuse(t testing.TB, mnt string) {
 			if time.Now().After(deadline) {
 				t.Errorf("layerfs server %d for %s still running after unmount; killing it", pid, mnt)
 				unix.Kill(pid, unix.SIGKILL)
+				if time.Sleep(time.Second); processAlive(pid) {
+					abortMinor(t, conn)
+				}
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -170,4 +174,66 @@ func syscallUnmount(mnt string) error {
 		return err
 	}
 	return nil
+}
+
+// killServer SIGKILLs a server started with -f and waits for it. A server killed while it
+// waits on its own mount (go-fuse opens the mount once as it starts) cannot finish dying until
+// its FUSE connection is aborted, which is then done.
+func killServer(t testing.TB, cmd *exec.Cmd, done <-chan error, mnt string) {
+	t.Helper()
+	cmd.Process.Kill()
+	select {
+	case <-done:
+		return
+	case <-time.After(5 * time.Second):
+	}
+	t.Logf("server %d stuck after SIGKILL; aborting the FUSE connection of %s", cmd.Process.Pid, mnt)
+	abortConnection(t, mnt)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("server %d still there after its connection was aborted", cmd.Process.Pid)
+	}
+}
+
+// connectionOf names the FUSE connection of the filesystem mounted at mnt: its device minor
+// number, from /proc/self/mountinfo ("" when nothing is mounted there).
+func connectionOf(mnt string) string {
+	minor := ""
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
+			_, minor, _ = strings.Cut(f[2], ":")
+		}
+	}
+	return minor
+}
+
+// abortConnection aborts the FUSE connection of the filesystem mounted at mnt.
+func abortConnection(t testing.TB, mnt string) {
+	t.Helper()
+	minor := connectionOf(mnt)
+	if minor == "" {
+		t.Errorf("no mount at %s to abort", mnt)
+		return
+	}
+	abortMinor(t, minor)
+}
+
+// abortMinor aborts FUSE connection minor through the fusectl filesystem, mounting that for
+// the while if it is not mounted.
+func abortMinor(t testing.TB, minor string) {
+	t.Helper()
+	const ctl = "/sys/fs/fuse/connections"
+	if _, err := os.Stat(ctl + "/" + minor); err != nil {
+		if err := unix.Mount("fusectl", ctl, "fusectl", 0, ""); err != nil {
+			t.Errorf("mount fusectl: %v", err)
+			return
+		}
+		defer unix.Unmount(ctl, 0)
+	}
+	if err := os.WriteFile(ctl+"/"+minor+"/abort", []byte("1"), 0o200); err != nil {
+		t.Errorf("abort FUSE connection %s: %v", minor, err)
+	}
 }

@@ -48,8 +48,7 @@ func TestCrashDuringCopyUp(t *testing.T) {
 			opened <- err
 		}()
 		time.Sleep(time.Duration(attempt) * time.Millisecond)
-		cmd.Process.Kill()
-		<-done
+		killServer(t, cmd, done, mnt)
 		<-opened // an error: the server died under it, or success: it finished first
 		unmountFuse(t, mnt)
 		if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) > 0 {
@@ -162,8 +161,7 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 		worker := exec.Command("sh", "-c", "cd "+mnt+" && for f in src/*; do mv $f dst/; done; rm -rf tree")
 		must(t, worker.Start())
 		time.Sleep(time.Duration(5+attempt*15) * time.Millisecond)
-		cmd.Process.Kill()
-		<-done
+		killServer(t, cmd, done, mnt)
 		worker.Wait()
 		unmountFuse(t, mnt)
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench.sh — layerfs, the kernel's overlayfs and (when installed) fuse-overlayfs on one stack,
+# side by side in one run. Prints each workload's time per operation and its ratio to the
+# kernel's (lower is better; 1.00 is the kernel's speed). Needs root.
+#
+#   integration/bench.sh                     # every workload, 3 rounds each
+#   BENCH='StatWalk|BigDir' ROUNDS=10 integration/bench.sh
+#   LAYERFS_BIN=/usr/local/bin/layerfs integration/bench.sh   # an installed build
+#
+# The stack (two lowers of 10k small files each with whiteouts and an opaque directory, a 10k
+# entry merged directory, a 256 MiB file) is built once under LAYERFS_BENCH_DATA (default
+# /tmp/layerfs-bench-data) and reused. Machines are shared and noisy: compare ratios from one run.
+set -euo pipefail
+cd "$(dirname "$0")"
+bench=${BENCH:-.}
+rounds=${ROUNDS:-3}
+raw=$(mktemp)
+trap 'rm -f "$raw"' EXIT
+go test -run '^$' -bench "$bench" -benchtime "${rounds}x" -timeout 60m . | tee "$raw" >&2
+awk '
+/^Benchmark/ {
+	split($1, p, "/"); name = substr(p[1], 10); impl = p[2]; sub(/-[0-9]+$/, "", impl)
+	for (i = 2; i <= NF; i++) if ($(i+1) == "ns/op") ns[name, impl] = $i
+	if (!(name in seen)) { seen[name] = 1; order[++n] = name }
+	if (!(impl in iseen)) { iseen[impl] = 1; impls[++m] = impl }
+}
+END {
+	printf "%-16s", "workload"
+	for (j = 1; j <= m; j++) printf " %22s", impls[j]
+	printf "\n"
+	for (i = 1; i <= n; i++) {
+		w = order[i]; printf "%-16s", w
+		for (j = 1; j <= m; j++) {
+			t = ns[w, impls[j]]; k = ns[w, "kernel"]
+			if (t == "") { printf " %22s", "-"; continue }
+			cell = sprintf("%.1fms", t / 1e6)
+			if (k != "" && impls[j] != "kernel") cell = cell sprintf(" (%.2fx)", t / k)
+			printf " %22s", cell
+		}
+		printf "\n"
+	}
+}' "$raw"

@@ -1,0 +1,369 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// The benchmarks mount one reproducible stack with each implementation and run the same
+// workloads on each: BenchmarkX/kernel, BenchmarkX/layerfs and, when it is installed,
+// BenchmarkX/fuse-overlayfs. integration/bench.sh runs them and prints each implementation's
+// time as a ratio to the kernel's. They need root, like the other mount tests.
+
+// benchStack is built once per run, below LAYERFS_BENCH_DATA or a temporary directory.
+var (
+	benchOnce  sync.Once
+	benchLayer struct {
+		lowers []string
+		err    error
+	}
+)
+
+const (
+	benchDirs    = 100  // directories per lower, each with benchFiles files
+	benchFiles   = 100  // files per directory
+	benchBig     = 5000 // entries each lower adds to the big merged directory
+	benchSeqSize = 256 << 20
+)
+
+// buildBenchStack writes two lowers: in each, benchDirs directories of benchFiles small files
+// (the upper lower deletes every tenth file of the one below with a whiteout and makes one
+// directory opaque), half of a 10k-entry merged directory "big", and in the bottom one a
+// 256 MiB file.
+func buildBenchStack(dir string) ([]string, error) {
+	done := filepath.Join(dir, ".complete")
+	l1, l2 := filepath.Join(dir, "l1"), filepath.Join(dir, "l2")
+	if _, err := os.Stat(done); err == nil {
+		return []string{l1, l2}, nil
+	}
+	os.RemoveAll(l1)
+	os.RemoveAll(l2)
+	content := bytes.Repeat([]byte("layerfs bench line\n"), 50)
+	for li, l := range []string{l2, l1} {
+		for d := 0; d < benchDirs; d++ {
+			sub := filepath.Join(l, "tree", "d"+strconv.Itoa(d))
+			if err := os.MkdirAll(sub, 0o755); err != nil {
+				return nil, err
+			}
+			for f := 0; f < benchFiles; f++ {
+				name := filepath.Join(sub, fmt.Sprintf("f%d-%d", li, f))
+				if err := os.WriteFile(name, content, 0o644); err != nil {
+					return nil, err
+				}
+			}
+		}
+		big := filepath.Join(l, "big")
+		if err := os.MkdirAll(big, 0o755); err != nil {
+			return nil, err
+		}
+		for i := 0; i < benchBig; i++ {
+			if err := os.WriteFile(filepath.Join(big, fmt.Sprintf("e%d-%d", li, i)), nil, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for d := 0; d < benchDirs; d++ {
+		for f := 0; f < benchFiles; f += 10 {
+			wh := filepath.Join(l1, "tree", "d"+strconv.Itoa(d), fmt.Sprintf("f0-%d", f))
+			if err := unix.Mknod(wh, unix.S_IFCHR, 0); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := unix.Setxattr(filepath.Join(l1, "tree", "d0"), "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(l2, "seq"))
+	if err != nil {
+		return nil, err
+	}
+	chunk := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for i := 0; i < benchSeqSize>>20; i++ {
+		chunk[0] = byte(i)
+		if _, err := f.Write(chunk); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return []string{l1, l2}, os.WriteFile(done, nil, 0o644)
+}
+
+func benchLowers(b *testing.B) []string {
+	b.Helper()
+	needMounts(b)
+	benchOnce.Do(func() {
+		dir := os.Getenv("LAYERFS_BENCH_DATA")
+		if dir == "" {
+			dir = filepath.Join(os.TempDir(), "layerfs-bench-data")
+		}
+		benchLayer.lowers, benchLayer.err = buildBenchStack(dir)
+	})
+	if benchLayer.err != nil {
+		b.Fatalf("building the bench stack: %v", benchLayer.err)
+	}
+	return benchLayer.lowers
+}
+
+// benchImpls are the implementations compared: the kernel, the program under test, and
+// fuse-overlayfs when installed.
+func benchImpls() []string {
+	impls := []string{"kernel", testedName()}
+	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
+		impls = append(impls, "fuse-overlayfs")
+	}
+	return impls
+}
+
+// benchMount mounts the bench stack with impl on a fresh, empty upper and returns the mountpoint.
+func benchMount(b *testing.B, impl string) string {
+	b.Helper()
+	root := b.TempDir()
+	st := stack{Lowers: benchLowers(b), Upper: mkdir(b, root, "upper"), Work: mkdir(b, root, "work")}
+	mnt := mkdir(b, root, "mnt")
+	switch impl {
+	case "kernel":
+		mountKernel(b, st, mnt)
+	case "fuse-overlayfs":
+		out, err := exec.Command("fuse-overlayfs", "-o", st.options(), mnt).CombinedOutput()
+		if err != nil {
+			b.Fatalf("fuse-overlayfs: %v\n%s", err, out)
+		}
+		b.Cleanup(func() { exec.Command("fusermount3", "-u", mnt).Run() })
+	default:
+		mountLayerfs(b, st, mnt)
+	}
+	return mnt
+}
+
+// dropCaches empties the page, dentry and inode caches, so the next pass reads through.
+func dropCaches(b *testing.B) {
+	b.Helper()
+	unix.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0o200); err != nil {
+		b.Fatalf("drop caches: %v", err)
+	}
+}
+
+// forImpls runs body as a sub-benchmark per implementation, each on a fresh mount.
+func forImpls(b *testing.B, body func(b *testing.B, mnt string)) {
+	for _, impl := range benchImpls() {
+		b.Run(impl, func(b *testing.B) {
+			mnt := benchMount(b, impl)
+			body(b, mnt)
+		})
+	}
+}
+
+func statWalk(b *testing.B, root string) int {
+	n := 0
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		n++
+		return unix.Lstat(p, &st)
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkStatWalk: lstat every name of the 20k-file tree, caches warm (find -ls).
+func BenchmarkStatWalk(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		statWalk(b, mnt+"/tree")
+		b.ResetTimer()
+		for range b.N {
+			statWalk(b, mnt+"/tree")
+		}
+	})
+}
+
+// BenchmarkStatWalkCold: the same walk after dropping every cache.
+func BenchmarkStatWalkCold(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		for range b.N {
+			b.StopTimer()
+			dropCaches(b)
+			b.StartTimer()
+			statWalk(b, mnt+"/tree")
+		}
+	})
+}
+
+// BenchmarkBigDirLs: list the 10k-entry merged directory and lstat each entry (ls -l), warm.
+func BenchmarkBigDirLs(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		ls := func() {
+			ents, err := os.ReadDir(mnt + "/big")
+			if err != nil || len(ents) != 2*benchBig {
+				b.Fatalf("big: %d entries, %v", len(ents), err)
+			}
+			for _, e := range ents {
+				var st unix.Stat_t
+				if err := unix.Lstat(mnt+"/big/"+e.Name(), &st); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		ls()
+		b.ResetTimer()
+		for range b.N {
+			ls()
+		}
+	})
+}
+
+// BenchmarkReadTree: read every file of the tree (grep -r), warm.
+func BenchmarkReadTree(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		buf := make([]byte, 64<<10)
+		read := func() {
+			err := filepath.WalkDir(mnt+"/tree", func(p string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() {
+					return err
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				_, err = io.CopyBuffer(io.Discard, f, buf)
+				f.Close()
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		read()
+		b.ResetTimer()
+		for range b.N {
+			read()
+		}
+	})
+}
+
+// BenchmarkParallelWalk: four walkers over the tree at once, warm.
+func BenchmarkParallelWalk(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		statWalk(b, mnt+"/tree")
+		b.ResetTimer()
+		for range b.N {
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					statWalk(b, mnt+"/tree")
+				}()
+			}
+			wg.Wait()
+		}
+	})
+}
+
+// BenchmarkSeqReadCold: read the 256 MiB lower file from a cold cache.
+func BenchmarkSeqReadCold(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		buf := make([]byte, 1<<20)
+		b.SetBytes(benchSeqSize)
+		for range b.N {
+			b.StopTimer()
+			dropCaches(b)
+			b.StartTimer()
+			f, err := os.Open(mnt + "/seq")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n, err := io.CopyBuffer(io.Discard, f, buf); err != nil || n != benchSeqSize {
+				b.Fatalf("read %d bytes: %v", n, err)
+			}
+			f.Close()
+		}
+	})
+}
+
+// BenchmarkCreateStorm: create 1000 files of 4 KiB in a new directory.
+func BenchmarkCreateStorm(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		data := bytes.Repeat([]byte("x"), 4096)
+		for i := range b.N {
+			dir := filepath.Join(mnt, "storm"+strconv.Itoa(i))
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+			for f := range 1000 {
+				if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(f)), data, 0o644); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
+
+// BenchmarkUnlinkStorm: unlink the lower files of ten directories (900 whiteouts).
+func BenchmarkUnlinkStorm(b *testing.B) {
+	for _, impl := range benchImpls() {
+		b.Run(impl, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				mnt := benchMount(b, impl)
+				var names []string
+				for d := 0; d < 10; d++ {
+					ents, err := os.ReadDir(filepath.Join(mnt, "tree", "d"+strconv.Itoa(d+1)))
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, e := range ents {
+						names = append(names, filepath.Join(mnt, "tree", "d"+strconv.Itoa(d+1), e.Name()))
+					}
+				}
+				b.StartTimer()
+				for _, p := range names {
+					if err := os.Remove(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCopyUpSmall: append a byte to 500 lower files, copying each up.
+func BenchmarkCopyUpSmall(b *testing.B) {
+	for _, impl := range benchImpls() {
+		b.Run(impl, func(b *testing.B) {
+			for range b.N {
+				b.StopTimer()
+				mnt := benchMount(b, impl)
+				b.StartTimer()
+				for d := 0; d < 5; d++ {
+					for f := 0; f < benchFiles; f++ {
+						p := filepath.Join(mnt, "tree", "d"+strconv.Itoa(d+1), fmt.Sprintf("f1-%d", f))
+						fh, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+						if err != nil {
+							b.Fatal(err)
+						}
+						fh.Write([]byte("+"))
+						fh.Close()
+					}
+				}
+			}
+		})
+	}
+}
