@@ -37,11 +37,11 @@ const (
 )
 
 // buildBenchStack writes two lowers: in each, benchDirs directories of benchFiles small files
-// (the upper lower deletes every tenth file of the one below with a whiteout and makes one
-// directory opaque), half of a 10k-entry merged directory "big", and in the bottom one a
-// 256 MiB file.
+// (the upper lower makes d0 opaque and, in the others, deletes every tenth file of the one
+// below with a whiteout), half of a 10k-entry merged directory "big", and in the bottom one a
+// 256 MiB file. A version mark makes a changed layout rebuild.
 func buildBenchStack(dir string) ([]string, error) {
-	done := filepath.Join(dir, ".complete")
+	done := filepath.Join(dir, ".complete-2")
 	l1, l2 := filepath.Join(dir, "l1"), filepath.Join(dir, "l2")
 	if _, err := os.Stat(done); err == nil {
 		return []string{l1, l2}, nil
@@ -72,7 +72,7 @@ func buildBenchStack(dir string) ([]string, error) {
 			}
 		}
 	}
-	for d := 0; d < benchDirs; d++ {
+	for d := 1; d < benchDirs; d++ { // d0 is opaque: nothing below it to white out
 		for f := 0; f < benchFiles; f += 10 {
 			wh := filepath.Join(l1, "tree", "d"+strconv.Itoa(d), fmt.Sprintf("f0-%d", f))
 			if err := unix.Mknod(wh, unix.S_IFCHR, 0); err != nil {

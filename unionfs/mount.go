@@ -105,6 +105,9 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		u.close()
 		return nil, err
 	}
+	if os.Geteuid() == 0 {
+		raiseReadahead(mnt)
+	}
 	return &Server{Server: srv, u: u, mountpoint: mnt}, nil
 }
 
