@@ -367,3 +367,40 @@ func BenchmarkCopyUpSmall(b *testing.B) {
 		})
 	}
 }
+
+// serverStatus reads a field (kB) of the layerfs server's /proc status serving mnt.
+func serverStatus(b testing.TB, mnt, field string) float64 {
+	b.Helper()
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		b.Fatalf("%d servers for %s", len(pids), mnt)
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pids[0]) + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if f := bytes.Fields(line); len(f) >= 2 && string(f[0]) == field+":" {
+			v, _ := strconv.ParseFloat(string(f[1]), 64)
+			return v
+		}
+	}
+	b.Fatalf("no %s in the server's status", field)
+	return 0
+}
+
+// BenchmarkServerMemory walks the whole stack (40k entries) three times on one layerfs mount
+// and reports the server's resident memory after the first walk and after the third (it
+// must not grow with repeated walks) and its peak.
+func BenchmarkServerMemory(b *testing.B) {
+	for range b.N {
+		mnt := benchMount(b, testedName())
+		statWalk(b, mnt)
+		first := serverStatus(b, mnt, "VmRSS")
+		statWalk(b, mnt)
+		statWalk(b, mnt)
+		b.ReportMetric(first/1024, "MiB-rss-1walk")
+		b.ReportMetric(serverStatus(b, mnt, "VmRSS")/1024, "MiB-rss-3walks")
+		b.ReportMetric(serverStatus(b, mnt, "VmHWM")/1024, "MiB-peak")
+	}
+}

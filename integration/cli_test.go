@@ -323,3 +323,40 @@ func TestReadahead(t *testing.T) {
 		t.Errorf("read_ahead_kb of %s (%s): %q %v, want 1024", mnt, dev, ra, err)
 	}
 }
+
+// TestNoDescriptorPerInode: opening and closing 20k files leaves the server's descriptor count
+// where it was; nodes hold no descriptor.
+func TestNoDescriptorPerInode(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "l")}, Upper: mkdir(t, root, "u"), Work: mkdir(t, root, "w")}
+	for i := range 2000 {
+		must(t, os.WriteFile(filepath.Join(st.Lowers[0], strconv.Itoa(i)), []byte("x"), 0o644))
+	}
+	mnt := mkdir(t, root, "m")
+	mountLayerfs(t, st, mnt)
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("%d servers for %s", len(pids), mnt)
+	}
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pids[0]) + "/fd")
+		must(t, err)
+		return len(ents)
+	}
+	before := fds()
+	for round := range 10 {
+		for i := range 2000 {
+			flag := os.O_RDONLY
+			if round == 0 && i%2 == 0 {
+				flag = os.O_WRONLY | os.O_APPEND // copies it up
+			}
+			f, err := os.OpenFile(filepath.Join(mnt, strconv.Itoa(i)), flag, 0)
+			must(t, err)
+			f.Close()
+		}
+	}
+	if after := fds(); after > before+8 {
+		t.Errorf("the server holds %d descriptors after 20000 opens, %d before", after, before)
+	}
+}
