@@ -32,7 +32,7 @@ fi
 trap cleanup EXIT
 go test -run '^$' -bench "$bench" -benchtime "${rounds}x" -timeout 60m . | tee "$raw" >&2
 awk '
-/^Benchmark/ {
+/^Benchmark/ && index($1, "/") {
 	split($1, p, "/"); name = substr(p[1], 10); impl = p[2]; sub(/-[0-9]+$/, "", impl)
 	for (i = 2; i <= NF; i++) if ($(i+1) == "ns/op") ns[name, impl] = $i
 	if (!(name in seen)) { seen[name] = 1; order[++n] = name }

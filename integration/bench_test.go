@@ -117,10 +117,10 @@ func benchLowers(b *testing.B) []string {
 	return benchLayer.lowers
 }
 
-// benchImpls are the implementations compared: the kernel, the program under test, and
-// fuse-overlayfs when installed.
+// benchImpls are the implementations compared: the kernel, the program under test (also
+// with -o noopen), and fuse-overlayfs when installed.
 func benchImpls() []string {
-	impls := []string{"kernel", testedName()}
+	impls := []string{"kernel", testedName(), testedName() + "-noopen"}
 	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		impls = append(impls, "fuse-overlayfs")
 	}
@@ -142,6 +142,8 @@ func benchMount(b *testing.B, impl string) string {
 			b.Fatalf("fuse-overlayfs: %v\n%s", err, out)
 		}
 		b.Cleanup(func() { exec.Command("fusermount3", "-u", mnt).Run() })
+	case testedName() + "-noopen":
+		mountLayerfs(b, st, mnt, "-o", "noopen")
 	default:
 		mountLayerfs(b, st, mnt)
 	}

@@ -121,6 +121,15 @@ func TestDifferentialRedirect(t *testing.T) {
 	})
 }
 
+// TestDifferentialNoOpen is TestDifferential with layerfs mounted -o noopen: the kernel opens
+// files without asking, and reads and writes reach layerfs without a handle.
+func TestDifferentialNoOpen(t *testing.T) {
+	needMounts(t)
+	forSeeds(t, func(t *testing.T, seed int64) {
+		runDifferential(t, seed, diffOps(), mode{kernel: kernelOpts, layerfs: []string{"-o", "noopen"}})
+	})
+}
+
 // mode is how both sides of a differential run are mounted.
 type mode struct {
 	kernel  []string // kernel overlayfs options

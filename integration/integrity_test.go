@@ -38,6 +38,15 @@ type fsxRun struct {
 // longer or another run.
 func TestDataIntegrity(t *testing.T) {
 	needMounts(t)
+	for _, m := range []struct {
+		name string
+		args []string
+	}{{"default", nil}, {"noopen", []string{"-o", "noopen"}}} {
+		t.Run(m.name, func(t *testing.T) { dataIntegrity(t, m.args) })
+	}
+}
+
+func dataIntegrity(t *testing.T, args []string) {
 	nops, seed := 3000, int64(1)
 	if s := os.Getenv("LAYERFS_FSX_OPS"); s != "" {
 		v, err := strconv.Atoi(s)
@@ -65,7 +74,7 @@ func TestDataIntegrity(t *testing.T) {
 		lowerSums[f.rel] = sha256.Sum256(data)
 		r.files = append(r.files, &fsxFile{rel: f.rel, model: data})
 	}
-	mountLayerfs(t, st, r.mnt)
+	mountLayerfs(t, st, r.mnt, args...)
 	r.openReadOnly()
 	t.Cleanup(r.closeAll)
 
@@ -73,7 +82,7 @@ func TestDataIntegrity(t *testing.T) {
 		if i > 0 && i%500 == 0 {
 			r.closeAll()
 			unmountFuse(t, r.mnt)
-			mountLayerfs(t, st, r.mnt)
+			mountLayerfs(t, st, r.mnt, args...)
 			r.openReadOnly()
 			r.note("remount")
 		}

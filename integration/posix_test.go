@@ -14,6 +14,11 @@ import (
 // that merges an (empty) lower directory with an (empty) upper one.
 func TestPosix(t *testing.T) {
 	needMounts(t)
+	t.Run("default", func(t *testing.T) { posix(t) })
+	t.Run("noopen", func(t *testing.T) { posix(t, "-o", "noopen") })
+}
+
+func posix(t *testing.T, args ...string) {
 	var names []string
 	for name := range posixtest.All {
 		names = append(names, name)
@@ -37,7 +42,7 @@ func TestPosix(t *testing.T) {
 			mkdir(t, st.Lowers[0], "t")
 			mkdir(t, st.Upper, "t")
 			mnt := mkdir(t, root, "mnt")
-			mountLayerfs(t, st, mnt)
+			mountLayerfs(t, st, mnt, args...)
 			fn(t, filepath.Join(mnt, "t"))
 		})
 	}
@@ -48,15 +53,18 @@ func TestPosix(t *testing.T) {
 // before the copy-up conflicts with one asked for through a descriptor opened after it.
 func TestLocks(t *testing.T) {
 	needMounts(t)
-	for _, side := range []string{"kernel", testedName()} {
+	for _, side := range []string{"kernel", testedName(), "noopen"} {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
 			builder{t, st.Lowers[0]}.file("f", "data", 0o644)
 			mnt := mkdir(t, root, "mnt")
-			if side == "kernel" {
+			switch side {
+			case "kernel":
 				mountKernel(t, st, mnt)
-			} else {
+			case "noopen":
+				mountLayerfs(t, st, mnt, "-o", "noopen")
+			default:
 				mountLayerfs(t, st, mnt)
 			}
 			p := filepath.Join(mnt, "f")

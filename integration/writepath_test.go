@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -238,5 +239,83 @@ func TestMknodKinds(t *testing.T) {
 	}
 	if err := unix.Mknod(filepath.Join(mnt, "d", "wh"), unix.S_IFCHR|0o600, 0); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("mknod of a char 0/0 device: %v, want EPERM", err)
+	}
+}
+
+// TestOpenFileOutlivesItsName: a file stays readable and writable through a descriptor after
+// its last name goes (unlink, rename over it), whether it came from a lower layer or the
+// upper, as on the kernel's overlayfs, also with -o noopen (files opened without a handle);
+// once closed, layerfs keeps nothing of it.
+func TestOpenFileOutlivesItsName(t *testing.T) {
+	needMounts(t)
+	for _, side := range []string{"kernel", testedName(), "noopen"} {
+		t.Run(side, func(t *testing.T) {
+			root := t.TempDir()
+			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			b := builder{t, st.Lowers[0]}
+			b.file("lower-rm", "lower data\n", 0o644)
+			b.file("lower-over", "old lower\n", 0o644)
+			b.file("src", "new\n", 0o644)
+			mnt := mkdir(t, root, "mnt")
+			switch side {
+			case "kernel":
+				mountKernel(t, st, mnt)
+			case "noopen":
+				mountLayerfs(t, st, mnt, "-o", "noopen")
+			default:
+				mountLayerfs(t, st, mnt)
+			}
+			p := func(n string) string { return filepath.Join(mnt, n) }
+			must(t, os.WriteFile(p("upper-rm"), []byte("upper data\n"), 0o644))
+
+			lr, err := os.Open(p("lower-rm"))
+			must(t, err)
+			defer lr.Close()
+			lo, err := os.Open(p("lower-over"))
+			must(t, err)
+			defer lo.Close()
+			ur, err := os.OpenFile(p("upper-rm"), os.O_RDWR, 0)
+			must(t, err)
+			must(t, os.Remove(p("lower-rm")))
+			must(t, os.Rename(p("src"), p("lower-over")))
+			must(t, os.Remove(p("upper-rm")))
+
+			for f, want := range map[*os.File]string{lr: "lower data\n", lo: "old lower\n", ur: "upper data\n"} {
+				buf := make([]byte, 64)
+				n, err := f.ReadAt(buf, 0)
+				if string(buf[:n]) != want {
+					t.Errorf("%s after its name went: %q (%v), want %q", f.Name(), buf[:n], err, want)
+				}
+			}
+			if _, err := ur.WriteAt([]byte("UPPER"), 0); err != nil {
+				t.Errorf("write to the unlinked file: %v", err)
+			}
+			buf := make([]byte, 64)
+			n, _ := ur.ReadAt(buf, 0)
+			fi, err := ur.Stat()
+			if string(buf[:n]) != "UPPER data\n" || err != nil || fi.Size() != 11 {
+				t.Errorf("unlinked file after a write: %q, stat %v", buf[:n], err)
+			}
+			if data, err := os.ReadFile(p("lower-over")); err != nil || string(data) != "new\n" {
+				t.Errorf("lower-over after the rename: %q %v", data, err)
+			}
+			ur.Close()
+			if side == "kernel" {
+				return
+			}
+			// The kernel forgets the closed file soon, not at once.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				left, _ := os.ReadDir(filepath.Join(st.Work, "work"))
+				if len(left) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%d objects stay in the work directory after the file was closed", len(left))
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
 	}
 }

@@ -24,6 +24,11 @@ type Config struct {
 	UserXattr bool
 	// Volatile skips fsync, as the kernel's volatile option does.
 	Volatile bool
+	// NoOpen lets the kernel open regular files without asking (nodeio.go): opening and
+	// closing a file costs no round trip, at two differences from the kernel's overlayfs: a
+	// copy-up happens at the first write (its errors come from write(2), not open(2)), and
+	// the space of a removed file the kernel still knew comes back when the kernel forgets it.
+	NoOpen bool
 	// RedirectDir says whether renaming a directory with lower parts is allowed (recording
 	// where they are, as the kernel's redirect_dir=on) and whether such records are followed.
 	RedirectDir RedirectMode

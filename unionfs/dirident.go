@@ -49,9 +49,11 @@ func (d *dirIdentities) forget(ino uint64, dir *node) {
 var _ fs.NodeOnForgetter = (*node)(nil)
 
 // OnForget releases what the node holds once the kernel no longer knows it: an unnamed
-// file's descriptor (tmpfile.go), a directory's number.
+// file's descriptor (tmpfile.go), a removed file's work-directory name (hide.go), a
+// directory's number.
 func (n *node) OnForget() {
 	n.named()
+	n.dropHidden()
 	if n.StableAttr().Mode == syscall.S_IFDIR {
 		n.u.dirs.forget(n.StableAttr().Ino, n)
 	}

@@ -131,6 +131,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, errno
 		}
 	}
+	if n.u.cfg.NoOpen && n.StableAttr().Mode == syscall.S_IFREG {
+		// The kernel may open files itself (nodeio.go): this answer, given once, says so.
+		return nil, 0, syscall.ENOSYS
+	}
 	oflags := int(flags &^ openFlagsMask)
 	fd, err := n.openTop(oflags)
 	if err != nil {
@@ -145,8 +149,14 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // kernel looked it up: then the object opened is not this node's, and ESTALE makes the kernel
 // look the name up again and retry.
 func (n *node) openTop(flags int) (int, error) {
-	top := n.top()
-	fd, err := n.u.layers[top.layer].open(top.path, flags, 0)
+	var fd int
+	var err error
+	if h := n.hiddenName(); h != "" {
+		fd, err = unix.Openat(n.u.workFd, h, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	} else {
+		top := n.top()
+		fd, err = n.u.layers[top.layer].open(top.path, flags, 0)
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -160,12 +170,23 @@ func (n *node) openTop(flags int) (int, error) {
 
 // CopyFileRange copies between two open files of the mount in the kernel.
 func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint64, out *fs.Inode, fhOut fs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
-	in, ok1 := fhIn.(*file)
-	o, ok2 := fhOut.(*file)
-	if !ok1 || !ok2 {
-		return 0, syscall.EBADF
+	dst, ok := out.Operations().(*node)
+	if !ok {
+		return 0, syscall.EXDEV
 	}
-	ri, ro := int64(offIn), int64(offOut)
-	c, err := unix.CopyFileRange(in.current(), &ri, o.current(), &ro, int(length), int(flags))
-	return uint32(c), toErrno(err)
+	if _, ok := fhOut.(*file); !ok {
+		if errno := dst.copyUp(ctx, true); errno != 0 {
+			return 0, errno
+		}
+	}
+	var c int
+	errno := n.withFd(fhIn, unix.O_RDONLY, func(in int) syscall.Errno {
+		return dst.withFd(fhOut, unix.O_WRONLY, func(o int) syscall.Errno {
+			ri, ro := int64(offIn), int64(offOut)
+			var err error
+			c, err = unix.CopyFileRange(in, &ri, o, &ro, int(length), int(flags))
+			return toErrno(err)
+		})
+	})
+	return uint32(max(c, 0)), errno
 }

@@ -31,6 +31,9 @@ type node struct {
 	dev, ino uint64
 	// tmpFd holds an O_TMPFILE file that has no name yet (tmpfile.go); -1 otherwise.
 	tmpFd int
+	// hidden names the work-directory link that keeps the object after its last name went
+	// (hide.go); "" otherwise.
+	hidden string
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
 	noXattrs atomic.Bool
 }
@@ -184,6 +187,16 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr stats the topmost object.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h := n.hiddenName(); h != "" {
+		// Its last name is gone; the work directory's link is not one of its names.
+		var st unix.Stat_t
+		if err := unix.Fstatat(n.u.workFd, h, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return toErrno(err)
+		}
+		st.Nlink--
+		n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, 1)
+		return 0
+	}
 	parts := n.parts()
 	top := parts[0]
 	var st unix.Stat_t

@@ -146,6 +146,12 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		}
 		inUpper = true
 	}
+	undo := func() {}
+	if !isDir && n.u.cfg.NoOpen {
+		if undo, errno = n.detachChild(name, d.fd); errno != 0 {
+			return errno
+		}
+	}
 	switch {
 	case !inUpper:
 		_, err = whiteout.Create(d.fd, name)
@@ -155,6 +161,9 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		err = n.removeDir(d.fd, name)
 	default:
 		err = unix.Unlinkat(d.fd, name, 0)
+	}
+	if err != nil {
+		undo()
 	}
 	if err == nil && (!inUpper || needWhiteout) {
 		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: below})

@@ -163,6 +163,12 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 
+	undo := func() {}
+	if dstExists && !dstIsDir && !exchange && n.u.cfg.NoOpen {
+		if undo, errno = np.detachChild(newName, dd.fd); errno != 0 {
+			return errno
+		}
+	}
 	rflags := uint(0)
 	switch {
 	case exchange:
@@ -178,6 +184,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		}
 	}
 	if err != nil {
+		undo()
 		return toErrno(err)
 	}
 	if srcWhiteout {

@@ -26,9 +26,14 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return errno
 	}
 	dir, name := splitPath(n.path())
-	d, err := n.u.upper().openDir(dir)
-	if err != nil {
-		return toErrno(err)
+	var d dirFD
+	if h := n.hiddenName(); h != "" {
+		d, name = dirFD{fd: n.u.workFd}, h // an open file whose last name is gone (hide.go)
+	} else {
+		var err error
+		if d, err = n.u.upper().openDir(dir); err != nil {
+			return toErrno(err)
+		}
 	}
 	defer d.release()
 	if name == "" {

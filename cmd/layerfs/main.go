@@ -79,6 +79,7 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   workdir=DIR      empty directory on the upper's filesystem, needed with upperdir
   userxattr        write user.overlay.* markers instead of trusted.overlay.* (rootless)
   volatile         do not fsync (as the kernel's volatile)
+  noopen           the kernel opens files without asking: faster opens, copy-up at first write
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)
   fsname=NAME      source name shown in /proc/self/mountinfo (default layerfs)
   uidmapping=DISK:SHOWN:LEN[:…], gidmapping=…   show stored ids shifted (fuse-overlayfs syntax)

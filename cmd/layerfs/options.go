@@ -99,6 +99,8 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.FsName = val
 		case "volatile":
 			cfg.Volatile = true
+		case "noopen":
+			cfg.NoOpen = true
 		case "userxattr":
 			cfg.UserXattr = true
 		case "debug":
