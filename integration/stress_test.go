@@ -15,14 +15,20 @@ import (
 // TestStressRace runs a layerfs built with the race detector under concurrent load: several
 // processes copy the same lower file up and append to it at once, others rename files back
 // and forth while lookups and walks run, and rm -rf races find. No write may be lost, no errno
-// may be one the kernel would not give, and the server must report no data race.
+// may be one the kernel would not give, and the server must report no data race; in both
+// the default mode and -o noopen.
 func TestStressRace(t *testing.T) {
 	needMounts(t)
-	dir := t.TempDir()
-	raceBin := filepath.Join(dir, "layerfs-race")
+	raceBin := filepath.Join(t.TempDir(), "layerfs-race")
 	if out, err := exec.Command("go", "build", "-race", "-o", raceBin, "../cmd/layerfs").CombinedOutput(); err != nil {
 		t.Fatalf("go build -race: %v\n%s", err, out)
 	}
+	t.Run("default", func(t *testing.T) { stressRace(t, raceBin) })
+	t.Run("noopen", func(t *testing.T) { stressRace(t, raceBin, "-o", "noopen") })
+}
+
+func stressRace(t *testing.T, raceBin string, args ...string) {
+	dir := t.TempDir()
 	st := stack{Lowers: []string{mkdir(t, dir, "lower")}, Upper: mkdir(t, dir, "upper"), Work: mkdir(t, dir, "work")}
 	lower := builder{t, st.Lowers[0]}
 	lower.file("shared", "base\n", 0o644)
@@ -35,7 +41,7 @@ func TestStressRace(t *testing.T) {
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	must(t, err)
 	defer logf.Close()
-	srv := exec.Command(raceBin, "-f", "-o", st.options(), mnt)
+	srv := exec.Command(raceBin, append(append([]string{"-f", "-o", st.options()}, args...), mnt)...)
 	srv.Stderr = logf
 	must(t, srv.Start())
 	done := make(chan error, 1)
