@@ -319,3 +319,64 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteToRemovedLowerFile: a lower file opened before it was removed can still be read,
+// changed through fchmod and, with -o noopen (where opening for write copies nothing up), be
+// written: the copy goes to the work directory and is gone once the file is closed.
+func TestWriteToRemovedLowerFile(t *testing.T) {
+	needMounts(t)
+	for _, side := range []string{"kernel", "noopen"} {
+		t.Run(side, func(t *testing.T) {
+			root := t.TempDir()
+			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			builder{t, st.Lowers[0]}.file("f", "lower\n", 0o644)
+			mnt := mkdir(t, root, "mnt")
+			if side == "kernel" {
+				mountKernel(t, st, mnt)
+			} else {
+				mountLayerfs(t, st, mnt, "-o", "noopen")
+			}
+			w, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
+			must(t, err)
+			r, err := os.Open(filepath.Join(mnt, "f"))
+			must(t, err)
+			must(t, os.Remove(filepath.Join(mnt, "f")))
+			if _, err := w.WriteAt([]byte("LOWER"), 0); err != nil {
+				t.Errorf("write after the remove: %v", err)
+			}
+			buf := make([]byte, 16)
+			if n, err := r.ReadAt(buf, 0); string(buf[:n]) != "LOWER\n" {
+				t.Errorf("read after the write: %q %v", buf[:n], err)
+			}
+			if err := r.Chmod(0o600); err != nil {
+				t.Errorf("fchmod after the remove: %v", err)
+			} else if fi, err := r.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("fstat after fchmod: %v %v", fi.Mode(), err)
+			}
+			w.Close()
+			r.Close()
+			if _, err := os.Stat(filepath.Join(mnt, "f")); !os.IsNotExist(err) {
+				t.Errorf("f after the remove: %v", err)
+			}
+			data, err := os.ReadFile(filepath.Join(st.Lowers[0], "f"))
+			if err != nil || string(data) != "lower\n" {
+				t.Errorf("the lower file changed: %q %v", data, err)
+			}
+			if side == "kernel" {
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				left, _ := os.ReadDir(filepath.Join(st.Work, "work"))
+				if len(left) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("%d objects stay in the work directory after the file was closed", len(left))
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}

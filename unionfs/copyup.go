@@ -58,6 +58,9 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if n.topLayer().upper {
 		return 0
 	}
+	if _, parent := n.Parent(); parent == nil && !n.IsRoot() {
+		return n.copyUpDetached(withData) // its last name is gone; an open file changes it
+	}
 	if p := n.parentNode(); p != nil {
 		if errno := p.copyUp(ctx, true); errno != 0 {
 			return errno

@@ -4,16 +4,19 @@ import (
 	"syscall"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
-// With -o noopen the kernel opens files without telling us (nodeio.go), so any regular file it still knows
-// may be open, and must stay readable and writable when its last name goes (unlink, rename
-// over it), as on any filesystem. Before such a removal the node is detached: its lower paths
-// are written out (it is about to leave the tree that computes them), and an upper object with
-// no other name gets a second name in the work directory, which it keeps until the kernel
-// forgets the node. A crash leaves those names in the work directory, which the next mount
-// empties.
+// A regular file the kernel still knows may be open, and must stay readable and writable when
+// its last name goes (unlink, rename over it), as on any filesystem. Before such a removal the
+// node is detached: its lower paths are written out (it is about to leave the tree that
+// computes them), so that it still reads, and is copied up into the work directory if it is
+// then written. With -o noopen (nodeio.go) an upper object with no other name also gets a
+// second name in the work directory, kept until the kernel forgets the node: without a handle
+// nothing else holds it. (Otherwise the open file's handle does, and the space of a removed
+// file comes back at once.) A crash leaves those names in the work directory, which the next
+// mount empties.
 
 // detachChild prepares the node the kernel knows at name in n, if it is a regular file, to
 // lose that name; dirfd is n's upper directory. The returned undo puts things back if the
@@ -30,6 +33,9 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 	}
 	parts := c.parts()
 	if n.u.layers[parts[0].layer].upper {
+		if !n.u.cfg.NoOpen {
+			return undo, 0 // an open file's handle holds the object (file.go)
+		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Nlink > 1 || !c.isSelf(&st) {
 			return undo, 0 // other names keep it in the tree, or it is not this node's object
@@ -75,4 +81,43 @@ func (n *node) dropHidden() {
 	if h != "" {
 		unix.Unlinkat(n.u.workFd, h, 0)
 	}
+}
+
+// copyUpDetached copies up a lower object whose last name is gone while the kernel still
+// knows it (written or changed through a descriptor opened before the removal): the copy goes
+// to the work directory, where hidden keeps it until the kernel forgets the node.
+func (n *node) copyUpDetached(withData bool) syscall.Errno {
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	top := n.top()
+	if n.u.layers[top.layer].upper {
+		return 0 // copied up while we waited
+	}
+	dir, name := splitPath(top.path)
+	src, err := n.u.layers[top.layer].openDir(dir)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer src.release()
+	var st unix.Stat_t
+	if err := unix.Fstatat(src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return toErrno(err)
+	}
+	if !n.isSelf(&st) {
+		return syscall.ESTALE
+	}
+	tmp := copyup.TempName()
+	opt := copyup.Options{WorkFd: n.u.workFd, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
+	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
+		return toErrno(err)
+	}
+	if err := unix.Fstatat(n.u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		unix.Unlinkat(n.u.workFd, tmp, 0)
+		return toErrno(err)
+	}
+	n.mu.Lock()
+	n.hidden = tmp
+	n.mu.Unlock()
+	n.setWhere([]part{{layer: 0}}, &st)
+	return 0
 }

@@ -147,7 +147,7 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		inUpper = true
 	}
 	undo := func() {}
-	if !isDir && n.u.cfg.NoOpen {
+	if !isDir {
 		if undo, errno = n.detachChild(name, d.fd); errno != 0 {
 			return errno
 		}

@@ -164,7 +164,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 
 	undo := func() {}
-	if dstExists && !dstIsDir && !exchange && n.u.cfg.NoOpen {
+	if dstExists && !dstIsDir && !exchange {
 		if undo, errno = np.detachChild(newName, dd.fd); errno != 0 {
 			return errno
 		}
