@@ -2,8 +2,6 @@ package integration
 
 import (
 	"os"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,15 +14,9 @@ import (
 // nodev, nosuid and noexec hold, step by step as on the kernel's overlayfs.
 func TestPermissionsAndMountFlags(t *testing.T) {
 	needMounts(t)
-	u, err := user.Lookup(rootlessUser)
-	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
-	}
+	u, root, _ := userWorkspace(t)
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	root := t.TempDir()
-	must(t, os.Chmod(root, 0o755))
-	must(t, os.Chmod(filepath.Dir(root), 0o755))
 	lower := mkdir(t, root, "lower")
 	b := builder{t, lower}
 	b.file("secret", "s\n", 0o600)

@@ -29,24 +29,34 @@ func asUser(t *testing.T, script string) (string, error) {
 	return string(out), err
 }
 
+// userWorkspace looks the unprivileged test user up (skipping t without it) and makes a
+// directory that user can reach, holding a copy of the program under test it may run; it
+// returns the user, the directory and the program's path there.
+func userWorkspace(t *testing.T) (*user.User, string, string) {
+	t.Helper()
+	u, err := user.Lookup(rootlessUser)
+	if err != nil {
+		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
+	}
+	root := t.TempDir()
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
+	// Named as the program under test, so serverPids finds the servers it starts.
+	ubin := filepath.Join(mkdir(t, root, "bin"), filepath.Base(bin))
+	data, err := os.ReadFile(bin)
+	must(t, err)
+	must(t, os.WriteFile(ubin, data, 0o755))
+	return u, root, ubin
+}
+
 // TestRootless mounts as an unprivileged user through fusermount3: the markers it writes are
 // user.overlay.* and char 0/0 whiteouts, and the kernel's overlayfs in userxattr mode shows
 // the upper it wrote the same way.
 func TestRootless(t *testing.T) {
 	needMounts(t)
-	u, err := user.Lookup(rootlessUser)
-	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
-	}
+	u, root, ubin := userWorkspace(t)
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	root := t.TempDir()
-	must(t, os.Chmod(root, 0o755))
-	must(t, os.Chmod(filepath.Dir(root), 0o755))
-	ubin := filepath.Join(root, "layerfs")
-	data, err := os.ReadFile(bin)
-	must(t, err)
-	must(t, os.WriteFile(ubin, data, 0o755))
 	st := stack{Lowers: []string{root + "/l"}, Upper: root + "/u", Work: root + "/w"}
 	lower := builder{t, st.Lowers[0]}
 	lower.file("a", "a\n", 0o644)
@@ -120,17 +130,7 @@ func sortedKeys(tr tree) []string {
 // with userxattr in the same namespace shows the upper the same way.
 func TestUserNamespace(t *testing.T) {
 	needMounts(t)
-	u, err := user.Lookup(rootlessUser)
-	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
-	}
-	root := t.TempDir()
-	must(t, os.Chmod(root, 0o755))
-	must(t, os.Chmod(filepath.Dir(root), 0o755))
-	ubin := filepath.Join(root, "layerfs")
-	data, err := os.ReadFile(bin)
-	must(t, err)
-	must(t, os.WriteFile(ubin, data, 0o755))
+	u, root, ubin := userWorkspace(t)
 	st := stack{Lowers: []string{root + "/l"}, Upper: root + "/u", Work: root + "/w"}
 	mnt, kmnt := root+"/m", root+"/k"
 	for _, d := range []string{st.Lowers[0], st.Upper, st.Work, mnt, kmnt, root + "/k-w"} {
@@ -288,17 +288,7 @@ func TestAufsWhiteoutFallback(t *testing.T) {
 // real; the attribute is not visible or settable through the mount.
 func TestOverrideStat(t *testing.T) {
 	needMounts(t)
-	u, err := user.Lookup(rootlessUser)
-	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
-	}
-	root := t.TempDir()
-	must(t, os.Chmod(root, 0o755))
-	must(t, os.Chmod(filepath.Dir(root), 0o755))
-	ubin := filepath.Join(root, "layerfs")
-	data, err := os.ReadFile(bin)
-	must(t, err)
-	must(t, os.WriteFile(ubin, data, 0o755))
+	u, root, ubin := userWorkspace(t)
 	st := stack{Lowers: []string{root + "/l"}, Upper: root + "/u", Work: root + "/w"}
 	mnt := root + "/m"
 	for _, d := range []string{st.Lowers[0], st.Upper, st.Work, mnt} {

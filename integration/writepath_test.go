@@ -303,19 +303,7 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 			if side == "kernel" {
 				return
 			}
-			// The kernel forgets the closed file soon, not at once.
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				left, _ := os.ReadDir(filepath.Join(st.Work, "work"))
-				if len(left) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Errorf("%d objects stay in the work directory after the file was closed", len(left))
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitWorkEmpty(t, st.Work)
 		})
 	}
 }
@@ -365,18 +353,25 @@ func TestWriteToRemovedLowerFile(t *testing.T) {
 			if side == "kernel" {
 				return
 			}
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				left, _ := os.ReadDir(filepath.Join(st.Work, "work"))
-				if len(left) == 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Errorf("%d objects stay in the work directory after the file was closed", len(left))
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			waitWorkEmpty(t, st.Work)
 		})
+	}
+}
+
+// waitWorkEmpty waits until the work directory holds nothing: the kernel forgets a closed,
+// removed file soon after, not at once, and its work-directory link goes then.
+func waitWorkEmpty(t *testing.T, workdir string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left, _ := os.ReadDir(filepath.Join(workdir, "work"))
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%d objects stay in the work directory after the file was closed", len(left))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
