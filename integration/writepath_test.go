@@ -290,6 +290,11 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 			if _, err := ur.WriteAt([]byte("UPPER"), 0); err != nil {
 				t.Errorf("write to the unlinked file: %v", err)
 			}
+			if err := ur.Chmod(0o600); err != nil {
+				t.Errorf("fchmod of the unlinked file: %v", err)
+			} else if fi, err := ur.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("fstat of the unlinked file after fchmod: %v %v", fi.Mode(), err)
+			}
 			buf := make([]byte, 64)
 			n, _ := ur.ReadAt(buf, 0)
 			fi, err := ur.Stat()
@@ -309,20 +314,23 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 }
 
 // TestWriteToRemovedLowerFile: a lower file opened before it was removed can still be read,
-// changed through fchmod and, with -o noopen (where opening for write copies nothing up), be
-// written: the copy goes to the work directory and is gone once the file is closed.
+// written (with -o noopen, where opening for write copies nothing up, the copy is made then, in
+// the work directory) and changed through fchmod; nothing of it stays once it is closed.
 func TestWriteToRemovedLowerFile(t *testing.T) {
 	needMounts(t)
-	for _, side := range []string{"kernel", "noopen"} {
+	for _, side := range []string{"kernel", testedName(), "noopen"} {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
 			builder{t, st.Lowers[0]}.file("f", "lower\n", 0o644)
 			mnt := mkdir(t, root, "mnt")
-			if side == "kernel" {
+			switch side {
+			case "kernel":
 				mountKernel(t, st, mnt)
-			} else {
+			case "noopen":
 				mountLayerfs(t, st, mnt, "-o", "noopen")
+			default:
+				mountLayerfs(t, st, mnt)
 			}
 			w, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
 			must(t, err)

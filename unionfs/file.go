@@ -41,6 +41,9 @@ var (
 )
 
 func newFile(n *node, fd, flags int, upper bool) *file {
+	n.mu.Lock()
+	n.openFiles++
+	n.mu.Unlock()
 	return &file{n: n, fd: fd, flags: flags, upper: upper}
 }
 
@@ -84,6 +87,14 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	}
 	unix.Close(f.fd)
 	f.fd, f.old = -1, nil
+	n := f.n
+	n.mu.Lock()
+	n.openFiles--
+	last := n.openFiles == 0 && !n.u.cfg.NoOpen
+	n.mu.Unlock()
+	if last {
+		n.dropHidden() // a removed file closed for the last time: nothing can reach it now
+	}
 	return 0
 }
 

@@ -12,11 +12,11 @@ import (
 // its last name goes (unlink, rename over it), as on any filesystem. Before such a removal the
 // node is detached: its lower paths are written out (it is about to leave the tree that
 // computes them), so that it still reads, and is copied up into the work directory if it is
-// then written. With -o noopen (nodeio.go) an upper object with no other name also gets a
-// second name in the work directory, kept until the kernel forgets the node: without a handle
-// nothing else holds it. (Otherwise the open file's handle does, and the space of a removed
-// file comes back at once.) A crash leaves those names in the work directory, which the next
-// mount empties.
+// then written. An upper object with no other name that is open also gets a second name in the
+// work directory, through which changes by attribute (fchmod, futimens) still reach it; it goes
+// when the last handle closes. With -o noopen (nodeio.go) whether it is open is unknown, so
+// every such object keeps the link until the kernel forgets the node. A crash leaves those
+// names in the work directory, which the next mount empties.
 
 // detachChild prepares the node the kernel knows at name in n, if it is a regular file, to
 // lose that name; dirfd is n's upper directory. The returned undo puts things back if the
@@ -33,8 +33,11 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 	}
 	parts := c.parts()
 	if n.u.layers[parts[0].layer].upper {
-		if !n.u.cfg.NoOpen {
-			return undo, 0 // an open file's handle holds the object (file.go)
+		c.mu.Lock()
+		open := c.openFiles > 0
+		c.mu.Unlock()
+		if !n.u.cfg.NoOpen && !open {
+			return undo, 0 // not open: nothing can reach it once its name is gone
 		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Nlink > 1 || !c.isSelf(&st) {

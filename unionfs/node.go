@@ -34,6 +34,8 @@ type node struct {
 	// hidden names the work-directory link that keeps the object after its last name went
 	// (hide.go); "" otherwise.
 	hidden string
+	// openFiles counts the open file handles of the node (file.go).
+	openFiles int
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
 	noXattrs atomic.Bool
 }
