@@ -30,14 +30,12 @@ type file struct {
 	old []int
 }
 
+// The node's operations (nodeio.go) take precedence in go-fuse and use the file's descriptor
+// through current; a file itself only reads, writes and releases.
 var (
-	_ fs.FileReader    = (*file)(nil)
-	_ fs.FileWriter    = (*file)(nil)
-	_ fs.FileReleaser  = (*file)(nil)
-	_ fs.FileFlusher   = (*file)(nil)
-	_ fs.FileFsyncer   = (*file)(nil)
-	_ fs.FileLseeker   = (*file)(nil)
-	_ fs.FileAllocater = (*file)(nil)
+	_ fs.FileReader   = (*file)(nil)
+	_ fs.FileWriter   = (*file)(nil)
+	_ fs.FileReleaser = (*file)(nil)
 )
 
 func newFile(n *node, fd, flags int, upper bool) *file {
@@ -96,29 +94,6 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 		n.dropHidden() // a removed file closed for the last time: nothing can reach it now
 	}
 	return 0
-}
-
-// Flush has nothing to do: writes reach the layer as they come, and locks are the kernel's.
-// ENOSYS tells the kernel so once, and it stops sending a FLUSH at every close.
-func (f *file) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
-
-// Fsync syncs the layer's file; bit 0 of flags asks for the data only.
-func (f *file) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if flags&1 != 0 {
-		return toErrno(unix.Fdatasync(f.current()))
-	}
-	return toErrno(unix.Fsync(f.current()))
-}
-
-// Lseek answers SEEK_DATA and SEEK_HOLE from the layer's file.
-func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
-	n, err := unix.Seek(f.current(), int64(off), int(whence))
-	return uint64(n), toErrno(err)
-}
-
-// Allocate is fallocate(2) on the layer's file.
-func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	return toErrno(unix.Fallocate(f.current(), mode, int64(off), int64(size)))
 }
 
 // openFlagsMask drops what FUSE hands us but must not reach the layer: the kernel keeps the

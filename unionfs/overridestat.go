@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,10 +206,11 @@ func (u *unionFS) markUpper(attr string) error {
 	return nil
 }
 
-// isOverrideXattr reports whether attr is an override attribute this mount reads: then it is
-// layerfs's, hidden from the view and not settable through it, as the markers are.
-func (u *unionFS) isOverrideXattr(attr string) bool {
-	return u.overrideXattrs[attr]
+// isPrivateXattr reports whether attr is layerfs's own: an overlay marker, or an override
+// attribute this mount reads. Such attributes are hidden from the view and cannot be set
+// through it (copy-up still copies the overrides).
+func (u *unionFS) isPrivateXattr(attr string) bool {
+	return whiteout.IsPrivateXattr(attr) || u.overrideXattrs[attr]
 }
 
 // setOwnerMode applies chmod and chown to entry name of dirfd in the upper. An object with an

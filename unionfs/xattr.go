@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"syscall"
 
-	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +63,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 		return uint32(copy(dest, v)), 0
 	}
-	if whiteout.IsPrivateXattr(attr) || n.u.isOverrideXattr(attr) || n.noXattrs.Load() {
+	if n.u.isPrivateXattr(attr) || n.noXattrs.Load() {
 		return 0, syscall.ENODATA
 	}
 	p, d, err := n.xattrPath()
@@ -114,7 +113,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var out []byte
 	for _, name := range bytes.Split(buf, []byte{0}) {
-		if len(name) == 0 || whiteout.IsPrivateXattr(string(name)) || n.u.isOverrideXattr(string(name)) {
+		if len(name) == 0 || n.u.isPrivateXattr(string(name)) {
 			continue
 		}
 		out = append(out, name...)
@@ -140,7 +139,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
 // without copying it up, as in the kernel.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if !whiteout.IsPrivateXattr(attr) && !n.u.isOverrideXattr(attr) && !n.topLayer().upper {
+	if !n.u.isPrivateXattr(attr) && !n.topLayer().upper {
 		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 			return errno
 		}
@@ -152,7 +151,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 
 // changeXattr refuses private attributes, copies the object up and applies change to it.
 func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCalls, string) error) syscall.Errno {
-	if whiteout.IsPrivateXattr(attr) || attr == LayerXattr || n.u.isOverrideXattr(attr) {
+	if n.u.isPrivateXattr(attr) || attr == LayerXattr {
 		return syscall.EPERM
 	}
 	defer n.noXattrs.Store(false)
