@@ -310,14 +310,7 @@ func TestReadahead(t *testing.T) {
 	st := stack{Lowers: []string{mkdir(t, root, "l")}}
 	mnt := mkdir(t, root, "m")
 	mountLayerfs(t, st, mnt)
-	var dev string
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	must(t, err)
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
-			dev = f[2]
-		}
-	}
+	dev := mountDevice(mnt)
 	ra, err := os.ReadFile("/sys/class/bdi/" + dev + "/read_ahead_kb")
 	if err != nil || strings.TrimSpace(string(ra)) != "1024" {
 		t.Errorf("read_ahead_kb of %s (%s): %q %v, want 1024", mnt, dev, ra, err)

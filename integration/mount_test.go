@@ -196,18 +196,41 @@ func killServer(t testing.TB, cmd *exec.Cmd, done <-chan error, mnt string) {
 	}
 }
 
-// connectionOf names the FUSE connection of the filesystem mounted at mnt: its device minor
-// number, from /proc/self/mountinfo ("" when nothing is mounted there).
-func connectionOf(mnt string) string {
-	minor := ""
+// mountDevice is the device ("major:minor") of the filesystem mounted at mnt, from
+// /proc/self/mountinfo ("" when nothing is mounted there).
+func mountDevice(mnt string) string {
+	dev := ""
 	data, _ := os.ReadFile("/proc/self/mountinfo")
 	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
-			_, minor, _ = strings.Cut(f[2], ":")
+		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
+			dev = f[2] // the last mount on the path is the visible one
 		}
 	}
+	return dev
+}
+
+// connectionOf names the FUSE connection of the filesystem mounted at mnt: its device minor
+// number ("" when nothing is mounted there).
+func connectionOf(mnt string) string {
+	_, minor, _ := strings.Cut(mountDevice(mnt), ":")
 	return minor
+}
+
+// mountSides are the ways the tests that compare with the kernel mount a stack: the kernel's
+// overlayfs, layerfs, and layerfs -o noopen.
+func mountSides() []string { return []string{"kernel", testedName(), "noopen"} }
+
+// mountSide mounts st on mnt the way side (one of mountSides) names.
+func mountSide(t testing.TB, side string, st stack, mnt string) {
+	t.Helper()
+	switch side {
+	case "kernel":
+		mountKernel(t, st, mnt)
+	case "noopen":
+		mountLayerfs(t, st, mnt, "-o", "noopen")
+	default:
+		mountLayerfs(t, st, mnt)
+	}
 }
 
 // abortConnection aborts the FUSE connection of the filesystem mounted at mnt.

@@ -53,20 +53,13 @@ func posix(t *testing.T, args ...string) {
 // before the copy-up conflicts with one asked for through a descriptor opened after it.
 func TestLocks(t *testing.T) {
 	needMounts(t)
-	for _, side := range []string{"kernel", testedName(), "noopen"} {
+	for _, side := range mountSides() {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
 			builder{t, st.Lowers[0]}.file("f", "data", 0o644)
 			mnt := mkdir(t, root, "mnt")
-			switch side {
-			case "kernel":
-				mountKernel(t, st, mnt)
-			case "noopen":
-				mountLayerfs(t, st, mnt, "-o", "noopen")
-			default:
-				mountLayerfs(t, st, mnt)
-			}
+			mountSide(t, side, st, mnt)
 			p := filepath.Join(mnt, "f")
 			before, err := os.Open(p)
 			must(t, err)

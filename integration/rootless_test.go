@@ -142,13 +142,7 @@ func TestUserNamespace(t *testing.T) {
 	lower.file("d/old", "o\n", 0o644)
 	lower.file("keep/x", "x\n", 0o644)
 	must(t, exec.Command("chown", "-R", u.Uid+":"+u.Gid, root).Run())
-	t.Cleanup(func() {
-		// The mount lives in the namespace only; the server unmounts on SIGTERM.
-		for _, pid := range serverPids(mnt) {
-			unix.Kill(pid, unix.SIGTERM)
-			waitGone(t, pid)
-		}
-	})
+	t.Cleanup(func() { stopNamespaceServers(t, mnt) })
 	view := "find . | sort; cat a d/new keep/x"
 	script := `set -e
 ` + ubin + ` --debug -o ` + st.options() + ` ` + mnt + ` 2>` + root + `/debug.log
@@ -305,12 +299,7 @@ func TestOverrideStat(t *testing.T) {
 	b.xattr("bin/su", ov, "0:0:4755")
 	b.xattr("dev/null", ov, "0:0:0666:char-1-3")
 	must(t, exec.Command("chown", "-R", u.Uid+":"+u.Gid, root).Run())
-	t.Cleanup(func() {
-		for _, pid := range serverPids(mnt) {
-			unix.Kill(pid, unix.SIGTERM)
-			waitGone(t, pid)
-		}
-	})
+	t.Cleanup(func() { stopNamespaceServers(t, mnt) })
 	show := `stat -c "%n %u:%g %a %F %t:%T" etc/shadow bin/su dev/null plain 2>&1; find . -type c | sort`
 	const shownAfter = "etc/shadow 5:6 600 regular file 0:0\nbin/su 0:0 4755 regular file 0:0\ndev/null 0:0 666 character special file 1:3\nplain 7:8 4711 regular file 0:0\n./dev/null\n"
 	script := `set -e
@@ -355,5 +344,15 @@ cd /; umount ` + mnt
 	must(t, unix.Lstat(filepath.Join(st.Upper, "plain"), &ps))
 	if _, err := unix.Lgetxattr(filepath.Join(st.Upper, "plain"), ov, buf); err == nil || ps.Mode&0o7777 != 0o4711 || ps.Uid < 100000 {
 		t.Errorf("upper plain: mode %o uid %d, override %v: want a real chmod and chown to a subordinate id", ps.Mode&0o7777, ps.Uid, err)
+	}
+}
+
+// stopNamespaceServers ends the servers of a mount made inside a user namespace, which the
+// test cannot see to unmount: on SIGTERM a server unmounts and exits.
+func stopNamespaceServers(t *testing.T, mnt string) {
+	t.Helper()
+	for _, pid := range serverPids(mnt) {
+		unix.Kill(pid, unix.SIGTERM)
+		waitGone(t, pid)
 	}
 }
