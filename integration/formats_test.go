@@ -175,6 +175,11 @@ func TestCorruptMarkersReadAsKernel(t *testing.T) {
 	u.xattr("orig", "trusted.overlay.origin", "garbage")
 	u.file("nl", "n", 0o644)
 	u.xattr("nl", "trusted.overlay.nlink", "U+zz")
+	// A whiteout inside an opaque lower directory with nothing below to merge: the kernel
+	// lists it (lstat then fails), layerfs hides it; README, "What differs".
+	l1.file("opq-lower/keep", "k", 0o644)
+	l1.whiteout("opq-lower/wh")
+	l1.xattr("opq-lower", "trusted.overlay.opaque", "y")
 	l1.settle()
 	l2.settle()
 	u.settle()
@@ -185,6 +190,11 @@ func TestCorruptMarkersReadAsKernel(t *testing.T) {
 	mountKernel(t, kst, kmnt)
 	mountLayerfs(t, st, lmnt)
 	want, got := walkWithErrors(kmnt), walkWithErrors(lmnt)
+	if want["opq-lower/wh"] != "lstat: ENOENT" || got["opq-lower/wh"] != "" {
+		t.Errorf("whiteout in an opaque lower directory: kernel %q, %s %q; want the kernel to list it and layerfs not",
+			want["opq-lower/wh"], testedName(), got["opq-lower/wh"])
+	}
+	delete(want, "opq-lower/wh")
 	for _, p := range sortedKeys2(want, got) {
 		if want[p] != got[p] {
 			t.Errorf("%s: kernel %q, %s %q", p, want[p], testedName(), got[p])

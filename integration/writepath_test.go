@@ -248,7 +248,7 @@ func TestMknodKinds(t *testing.T) {
 // once closed, layerfs keeps nothing of it.
 func TestOpenFileOutlivesItsName(t *testing.T) {
 	needMounts(t)
-	for _, side := range []string{"kernel", testedName(), "noopen"} {
+	for _, side := range mountSides() {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
@@ -257,14 +257,7 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 			b.file("lower-over", "old lower\n", 0o644)
 			b.file("src", "new\n", 0o644)
 			mnt := mkdir(t, root, "mnt")
-			switch side {
-			case "kernel":
-				mountKernel(t, st, mnt)
-			case "noopen":
-				mountLayerfs(t, st, mnt, "-o", "noopen")
-			default:
-				mountLayerfs(t, st, mnt)
-			}
+			mountSide(t, side, st, mnt)
 			p := func(n string) string { return filepath.Join(mnt, n) }
 			must(t, os.WriteFile(p("upper-rm"), []byte("upper data\n"), 0o644))
 
@@ -318,20 +311,13 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 // the work directory) and changed through fchmod; nothing of it stays once it is closed.
 func TestWriteToRemovedLowerFile(t *testing.T) {
 	needMounts(t)
-	for _, side := range []string{"kernel", testedName(), "noopen"} {
+	for _, side := range mountSides() {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
 			builder{t, st.Lowers[0]}.file("f", "lower\n", 0o644)
 			mnt := mkdir(t, root, "mnt")
-			switch side {
-			case "kernel":
-				mountKernel(t, st, mnt)
-			case "noopen":
-				mountLayerfs(t, st, mnt, "-o", "noopen")
-			default:
-				mountLayerfs(t, st, mnt)
-			}
+			mountSide(t, side, st, mnt)
 			w, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
 			must(t, err)
 			r, err := os.Open(filepath.Join(mnt, "f"))
@@ -381,5 +367,35 @@ func waitWorkEmpty(t *testing.T, workdir string) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNoOpenCopiesUpAtFirstWrite documents -o noopen's difference from the kernel: opening a
+// lower file for writing copies nothing up (layerfs is not told of the open); the first write
+// does, and the view is the kernel's either way.
+func TestNoOpenCopiesUpAtFirstWrite(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	b := builder{t, st.Lowers[0]}
+	b.file("first", "1\n", 0o644)
+	b.file("f", "lower\n", 0o644)
+	mnt := mkdir(t, root, "mnt")
+	mountLayerfs(t, st, mnt, "-o", "noopen")
+	// The first open reaches layerfs, whose answer switches the kernel to opening by itself.
+	data, err := os.ReadFile(filepath.Join(mnt, "first"))
+	if err != nil || string(data) != "1\n" {
+		t.Fatalf("first: %q %v", data, err)
+	}
+	w, err := os.OpenFile(filepath.Join(mnt, "f"), os.O_WRONLY, 0)
+	must(t, err)
+	defer w.Close()
+	if _, err := os.Lstat(filepath.Join(st.Upper, "f")); !os.IsNotExist(err) {
+		t.Errorf("open for writing copied f up (%v); with noopen the first write does", err)
+	}
+	_, err = w.WriteAt([]byte("UPPER"), 0)
+	must(t, err)
+	if data, err := os.ReadFile(filepath.Join(st.Upper, "f")); err != nil || string(data) != "UPPER\n" {
+		t.Errorf("upper f after the write: %q %v", data, err)
 	}
 }
