@@ -50,18 +50,30 @@ func mountWithEvents(mountpoint string, cfg unionfs.Config) (*unionfs.Server, *e
 
 // serveForeground mounts and serves until unmounted; SIGINT, SIGTERM and SIGHUP unmount.
 func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) int {
+	sigs := catchSignals()
 	srv, ev, err := mountWithEvents(mountpoint, cfg)
 	if err != nil {
+		signal.Stop(sigs)
 		fmt.Fprintf(stderr, "layerfs: mount %s: %s\n", mountpoint, errMessage(err))
 		return 1
 	}
 	if ev != nil {
 		defer ev.close()
 	}
-	return serve(srv, stderr)
+	return serve(srv, stderr, sigs)
 }
 
-func serve(srv *unionfs.Server, stderr io.Writer) int {
+// catchSignals starts catching SIGINT, SIGTERM and SIGHUP before the mount is made: one that
+// arrives while it is being made then unmounts it as soon as it is live, instead of killing
+// the server and leaving the mount dead.
+func catchSignals() chan os.Signal {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	return sigs
+}
+
+// serve serves srv until it is unmounted; a signal on sigs unmounts it.
+func serve(srv *unionfs.Server, stderr io.Writer, sigs chan os.Signal) int {
 	// A walk of a large tree makes a node per entry the kernel remembers; collecting sooner
 	// keeps the server's memory near what it holds rather than twice that, for a little CPU.
 	if os.Getenv("GOGC") == "" {
@@ -78,8 +90,6 @@ func serve(srv *unionfs.Server, stderr io.Writer) int {
 			}
 		}
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
 		for range sigs {
 			unmount(srv, stderr)
@@ -173,8 +183,10 @@ func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
 	}
 	report := os.NewFile(uintptr(fd), "ready")
 	os.Unsetenv(daemonEnv)
+	sigs := catchSignals()
 	srv, ev, err := mountWithEvents(mountpoint, cfg)
 	if err != nil {
+		signal.Stop(sigs)
 		fmt.Fprintf(report, "mount %s: %s\n", mountpoint, strings.ReplaceAll(errMessage(err), "\n", " "))
 		report.Close()
 		return 1
@@ -185,5 +197,5 @@ func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
 	fmt.Fprintln(report, "ok")
 	report.Close()
 	os.Chdir("/")
-	return serve(srv, os.Stderr)
+	return serve(srv, os.Stderr, sigs)
 }
