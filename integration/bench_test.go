@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,9 +119,9 @@ func benchLowers(b *testing.B) []string {
 }
 
 // benchImpls are the implementations compared: the kernel, the program under test (also
-// with -o noopen), and fuse-overlayfs when installed.
+// with -o nopassthrough and -o noopen), and fuse-overlayfs when installed.
 func benchImpls() []string {
-	impls := []string{"kernel", testedName(), testedName() + "-noopen"}
+	impls := []string{"kernel", testedName(), testedName() + "-nopassthrough", testedName() + "-noopen"}
 	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		impls = append(impls, "fuse-overlayfs")
 	}
@@ -144,6 +145,8 @@ func benchMount(b *testing.B, impl string) string {
 		b.Cleanup(func() { exec.Command("fusermount3", "-u", mnt).Run() })
 	case testedName() + "-noopen":
 		mountLayerfs(b, st, mnt, "-o", "noopen")
+	case testedName() + "-nopassthrough":
+		mountLayerfs(b, st, mnt, "-o", "nopassthrough")
 	default:
 		mountLayerfs(b, st, mnt)
 	}
@@ -294,6 +297,31 @@ func BenchmarkSeqReadCold(b *testing.B) {
 			}
 			if n, err := io.CopyBuffer(io.Discard, f, buf); err != nil || n != benchSeqSize {
 				b.Fatalf("read %d bytes: %v", n, err)
+			}
+			f.Close()
+		}
+	})
+}
+
+// BenchmarkRandReadCold: 2000 reads of 4 KiB at random offsets of the 256 MiB lower file,
+// from a cold cache.
+func BenchmarkRandReadCold(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		buf := make([]byte, 4096)
+		rnd := rand.New(rand.NewSource(1))
+		for range b.N {
+			b.StopTimer()
+			dropCaches(b)
+			b.StartTimer()
+			f, err := os.Open(mnt + "/seq")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for range 2000 {
+				off := rnd.Int63n(benchSeqSize/4096) * 4096
+				if _, err := f.ReadAt(buf, off); err != nil {
+					b.Fatal(err)
+				}
 			}
 			f.Close()
 		}

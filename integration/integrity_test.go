@@ -18,7 +18,7 @@ type fsxFile struct {
 	rel   string
 	model []byte
 	rw    *os.File // opened for writing on demand; nil when closed
-	ro    *os.File // opened read-only before anything was written, so on the lower file
+	ro    *os.File // opened read-only before anything was written, so on the lower file (see rwFirst)
 }
 
 // fsxRun drives one data-integrity run on a mounted stack.
@@ -28,25 +28,34 @@ type fsxRun struct {
 	mnt   string
 	files []*fsxFile
 	log   []string
+	// rwFirst opens each file for writing (copying it up) before the read-only descriptor:
+	// with passthrough, a lower file open for reading cannot be opened for writing too.
+	rwFirst bool
 }
 
 // TestDataIntegrity is an fsx-style run: seeded random writes, reads, truncates, hole punches,
 // mmap reads and writes, appends, cache drops, reopens and remounts on files that start in a
-// lower layer, every read checked against an in-memory model. Each file's first descriptor is
-// opened read-only before the copy-up and kept: it must see every later change, as a
-// descriptor on the kernel's overlayfs does. LAYERFS_FSX_OPS and LAYERFS_FSX_SEED make a
-// longer or another run.
+// lower layer, every read checked against an in-memory model. Without passthrough each file's
+// first descriptor is opened read-only before the copy-up and kept: it must see every later
+// change, as a descriptor on the kernel's overlayfs does. With passthrough (the default as
+// root) the kernel reads and writes the layer's files itself, and the descriptors are opened
+// after the copy-up. LAYERFS_FSX_OPS and LAYERFS_FSX_SEED make a longer or another run.
 func TestDataIntegrity(t *testing.T) {
 	needMounts(t)
 	for _, m := range []struct {
-		name string
-		args []string
-	}{{"default", nil}, {"noopen", []string{"-o", "noopen"}}} {
-		t.Run(m.name, func(t *testing.T) { dataIntegrity(t, m.args) })
+		name    string
+		args    []string
+		rwFirst bool
+	}{
+		{"passthrough", nil, true},
+		{"nopassthrough", []string{"-o", "nopassthrough"}, false},
+		{"noopen", []string{"-o", "noopen"}, false},
+	} {
+		t.Run(m.name, func(t *testing.T) { dataIntegrity(t, m.args, m.rwFirst) })
 	}
 }
 
-func dataIntegrity(t *testing.T, args []string) {
+func dataIntegrity(t *testing.T, args []string, rwFirst bool) {
 	nops, seed := 3000, int64(1)
 	if s := os.Getenv("LAYERFS_FSX_OPS"); s != "" {
 		v, err := strconv.Atoi(s)
@@ -60,7 +69,7 @@ func dataIntegrity(t *testing.T, args []string) {
 	}
 	root := t.TempDir()
 	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
-	r := &fsxRun{t: t, rnd: rand.New(rand.NewSource(seed)), mnt: mkdir(t, root, "mnt")}
+	r := &fsxRun{t: t, rnd: rand.New(rand.NewSource(seed)), mnt: mkdir(t, root, "mnt"), rwFirst: rwFirst}
 	lowerSums := map[string][32]byte{}
 	for _, f := range []struct {
 		rel  string
@@ -112,6 +121,9 @@ func (r *fsxRun) note(format string, args ...any) {
 
 func (r *fsxRun) openReadOnly() {
 	for _, f := range r.files {
+		if r.rwFirst {
+			r.writable(f)
+		}
 		var err error
 		f.ro, err = os.Open(filepath.Join(r.mnt, f.rel))
 		must(r.t, err)

@@ -228,6 +228,8 @@ func mountSide(t testing.TB, side string, st stack, mnt string) {
 		mountKernel(t, st, mnt)
 	case "noopen":
 		mountLayerfs(t, st, mnt, "-o", "noopen")
+	case "nopassthrough":
+		mountLayerfs(t, st, mnt, "-o", "nopassthrough")
 	default:
 		mountLayerfs(t, st, mnt)
 	}

@@ -29,6 +29,10 @@ type Config struct {
 	// copy-up happens at the first write (its errors come from write(2), not open(2)), and
 	// the space of a removed file the kernel still knew comes back when the kernel forgets it.
 	NoOpen bool
+	// NoPassthrough serves every read and write through the daemon instead of letting the
+	// kernel pass them to the layer's file (passthrough.go). Passthrough is used only where
+	// the kernel grants it: root in the initial user namespace, Linux 6.9 or later.
+	NoPassthrough bool
 	// RedirectDir says whether renaming a directory with lower parts is allowed (recording
 	// where they are, as the kernel's redirect_dir=on) and whether such records are followed.
 	RedirectDir RedirectMode

@@ -289,7 +289,8 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	return ch, newFile(ch.Operations().(*node), fd, int(flags&^openFlagsMask), true), 0, 0
+	fh, oflags, errno := ch.Operations().(*node).handle(fd, int(flags&^openFlagsMask), true, true)
+	return ch, fh, oflags, errno
 }
 
 // Link makes another name for an existing object; a lower object is copied up first.

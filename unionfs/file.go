@@ -12,10 +12,9 @@ import (
 
 // file is an open file of the merged view, backed by a descriptor of one layer's object.
 //
-// It does not offer FilePassthroughFder: a passthrough backing file is fixed per inode by the
-// kernel, and one registered on a lower file would survive a copy-up. Locks are not served
-// either: the kernel keeps POSIX and BSD locks on the merged inode itself, as it does for
-// overlayfs, so they hold across a copy-up.
+// When the kernel serves it by passthrough (ptFile, passthrough.go) only the operations other
+// than read, write and mmap reach it. Locks are not served: the kernel keeps POSIX and BSD
+// locks on the merged inode itself, as it does for overlayfs, so they hold across a copy-up.
 type file struct {
 	n     *node
 	flags int
@@ -126,9 +125,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
-	// The data changes only through this mount, whose writes go through the kernel's page
-	// cache: what it cached stays good across opens.
-	return newFile(n, fd, oflags&^unix.O_TRUNC, n.topLayer().upper), fuse.FOPEN_KEEP_CACHE, 0
+	return n.handle(fd, oflags&^unix.O_TRUNC, n.topLayer().upper, isWrite(flags))
 }
 
 // openTop opens the node's topmost object. The name may have been renamed over since the
@@ -160,7 +157,7 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 	if !ok {
 		return 0, syscall.EXDEV
 	}
-	if _, ok := fhOut.(*file); !ok {
+	if _, ok := fileOf(fhOut); !ok {
 		if errno := dst.copyUp(ctx, true); errno != 0 {
 			return 0, errno
 		}

@@ -52,6 +52,9 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		u.close()
 		return nil, err
 	}
+	// With noopen the kernel opens files itself, and it allows no such open of an inode
+	// beside a passthrough file (passthrough.go).
+	u.pt.off.Store(cfg.NoPassthrough || cfg.NoOpen || os.Geteuid() != 0 || !inInitialUserNS())
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}
@@ -100,7 +103,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if cfg.Debug && cfg.DebugLog != nil {
 		opts.MountOptions.Logger = log.New(cfg.DebugLog, "", log.Lmicroseconds)
 	}
-	srv, err := fs.Mount(mnt, root, opts)
+	srv, err := serve(mnt, root, opts)
 	if err != nil {
 		u.close()
 		return nil, err
@@ -109,6 +112,27 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		raiseReadahead(mnt)
 	}
 	return &Server{Server: srv, u: u, mountpoint: mnt}, nil
+}
+
+// serve mounts the node tree as fs.Mount does, with backingHooks between go-fuse's bridge and
+// the server (passthrough.go).
+func serve(mnt string, root *node, opts *fs.Options) (*fuse.Server, error) {
+	hooks := &backingHooks{pt: &root.u.pt, debug: root.u.cfg.DebugLog}
+	if !root.u.cfg.Debug {
+		hooks.debug = nil
+	}
+	opts.ServerCallbacks = hooks
+	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks}
+	srv, err := fuse.NewServer(raw, mnt, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		// As fs.Mount: the serve loop ends by itself when the mount did not happen.
+		return nil, err
+	}
+	return srv, nil
 }
 
 // Wait blocks until the mount is gone, then releases the layers.

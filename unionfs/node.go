@@ -36,6 +36,8 @@ type node struct {
 	hidden string
 	// openFiles counts the open file handles of the node (file.go).
 	openFiles int
+	// pt is the node's passthrough state (passthrough.go).
+	pt ptState
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
 	noXattrs atomic.Bool
 }
@@ -213,7 +215,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		// The name is gone (an unlinked file still open) or now names another object
 		// (renamed over): the open descriptor of this object still answers.
 		fd := -1
-		if fh, ok := f.(*file); ok {
+		if fh, ok := fileOf(f); ok {
 			fd = fh.current()
 		}
 		n.mu.Lock()

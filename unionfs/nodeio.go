@@ -30,7 +30,7 @@ var (
 // withFd runs op on a descriptor of the node's object: the file's own when there is a handle,
 // else one opened for the call.
 func (n *node) withFd(fh fs.FileHandle, flags int, op func(fd int) syscall.Errno) syscall.Errno {
-	if f, ok := fh.(*file); ok {
+	if f, ok := fileOf(fh); ok {
 		return op(f.current())
 	}
 	fd, err := n.openTop(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW)
@@ -43,7 +43,7 @@ func (n *node) withFd(fh fs.FileHandle, flags int, op func(fd int) syscall.Errno
 
 // Read reads from the topmost object.
 func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if f, ok := fh.(*file); ok {
+	if f, ok := fileOf(fh); ok {
 		return f.Read(ctx, dest, off)
 	}
 	var res fuse.ReadResult
@@ -60,7 +60,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 
 // Write writes to the object, copied up first.
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	if f, ok := fh.(*file); ok {
+	if f, ok := fileOf(fh); ok {
 		return f.Write(ctx, data, off)
 	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
@@ -102,7 +102,7 @@ func (n *node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence u
 
 // Allocate is fallocate(2) on the object, copied up first.
 func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
-	if _, ok := fh.(*file); !ok {
+	if _, ok := fileOf(fh); !ok {
 		if errno := n.copyUp(ctx, true); errno != 0 {
 			return errno
 		}

@@ -70,5 +70,15 @@ func (u *unionFS) formats(p privilege) string {
 			s += "; whiteouts: .wh.<name> files (mknod of 0/0 refused here)"
 		}
 	}
+	switch {
+	case u.cfg.NoPassthrough:
+		s += "; passthrough: off (-o nopassthrough)"
+	case u.cfg.NoOpen:
+		s += "; passthrough: off (-o noopen)"
+	case u.pt.off.Load():
+		s += "; passthrough: off (the kernel grants it to root of the initial user namespace only)"
+	default:
+		s += "; passthrough: on where the kernel grants it"
+	}
 	return s
 }

@@ -74,7 +74,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 
 // truncate sets the size through the open file when there is one, else by opening it.
 func (n *node) truncate(f fs.FileHandle, dirfd int, name string, size int64) error {
-	if fh, ok := f.(*file); ok {
+	if fh, ok := fileOf(f); ok {
 		if err := unix.Ftruncate(fh.current(), size); err == nil {
 			return nil
 		}

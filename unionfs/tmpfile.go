@@ -58,7 +58,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, tmpFd: keep}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	n.u.fillAttr(&out.Attr, &st, ino, 0)
-	return ch, newFile(child, fd, int(flags&^openFlagsMask), true), 0, 0
+	fh, oflags, errno := child.handle(fd, int(flags&^openFlagsMask), true, true)
+	return ch, fh, oflags, errno
 }
 
 // tmpPath is a path that reaches an unnamed file through its kept descriptor; linkat with

@@ -25,6 +25,8 @@ type unionFS struct {
 	dirs dirIdentities
 	// overrideXattrs are the override attributes some layer uses (overridestat.go).
 	overrideXattrs map[string]bool
+	// pt is the passthrough switch and registrations (passthrough.go).
+	pt passthrough
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

@@ -80,6 +80,8 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   userxattr        write user.overlay.* markers instead of trusted.overlay.* (rootless)
   volatile         do not fsync (as the kernel's volatile)
   noopen           the kernel opens files without asking: faster opens, copy-up at first write
+  nopassthrough    serve every read and write through the daemon (as root, the kernel passes
+                   them to the layer's file by default; see README "What differs")
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)
   fsname=NAME      source name shown in /proc/self/mountinfo (default layerfs)
   uidmapping=DISK:SHOWN:LEN[:…], gidmapping=…   show stored ids shifted (fuse-overlayfs syntax)

@@ -101,6 +101,8 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.Volatile = true
 		case "noopen":
 			cfg.NoOpen = true
+		case "nopassthrough":
+			cfg.NoPassthrough = true
 		case "userxattr":
 			cfg.UserXattr = true
 		case "debug":

@@ -1,0 +1,142 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestPassthrough: as root, reads and writes of open files go from the kernel to the layers'
+// files without the daemon (FUSE passthrough), so they complete while the daemon is stopped;
+// and the two differences it brings are as documented: a lower file open for reading cannot
+// be opened for writing as well (ETXTBSY), and a descriptor opened before a copy-up reads the
+// lower file until it is closed. -o nopassthrough serves them through the daemon.
+func TestPassthrough(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	big := make([]byte, 4<<20)
+	rand.New(rand.NewSource(1)).Read(big)
+	b := builder{t, st.Lowers[0]}
+	b.file("big", string(big), 0o644)
+	b.file("w", "lower data", 0o644)
+	b.file("busy", "lower data", 0o644)
+	mnt := mkdir(t, root, "mnt")
+	mountLayerfs(t, st, mnt)
+
+	ro, err := os.Open(filepath.Join(mnt, "big"))
+	must(t, err)
+	defer ro.Close()
+	rw, err := os.OpenFile(filepath.Join(mnt, "w"), os.O_RDWR, 0) // copies w up
+	must(t, err)
+	defer rw.Close()
+	// Reading big through the mount must not find it in a page cache: drop the lower file's.
+	lf, err := os.Open(filepath.Join(st.Lowers[0], "big"))
+	must(t, err)
+	must(t, unix.Fadvise(int(lf.Fd()), 0, 0, unix.FADV_DONTNEED))
+	lf.Close()
+
+	_, err = rw.WriteAt([]byte("UPPER"), 0)
+	must(t, err)
+	// Each write(2) still asks the daemon whether the file has capabilities to drop (a
+	// GETXATTR, as any FUSE write does); reads do not reach it.
+	withServerStopped(t, mnt, func() error {
+		got := make([]byte, len(big))
+		if n, err := ro.ReadAt(got, 0); err != nil || !bytes.Equal(got[:n], big) {
+			return fmt.Errorf("reading a lower file: %d bytes, %v", n, err)
+		}
+		buf := make([]byte, 20)
+		if n, _ := rw.ReadAt(buf, 0); string(buf[:n]) != "UPPER data" {
+			return fmt.Errorf("reading back an upper file: %q", buf[:n])
+		}
+		return nil
+	})
+	if got, _ := os.ReadFile(filepath.Join(st.Upper, "w")); string(got) != "UPPER data" {
+		t.Errorf("upper w = %q, want %q", got, "UPPER data")
+	}
+	ro.Close()
+	rw.Close()
+
+	// A lower file open for reading: a copy-up by chmod leaves reads as they were, opening it
+	// for writing fails, and once the reader is closed it opens for writing and the new
+	// contents are what every later open reads.
+	p := filepath.Join(mnt, "busy")
+	reader, err := os.Open(p)
+	must(t, err)
+	must(t, os.Chmod(p, 0o600))
+	if got, err := os.ReadFile(p); err != nil || string(got) != "lower data" {
+		t.Errorf("read after chmod: %q %v", got, err)
+	}
+	if _, err := os.OpenFile(p, os.O_WRONLY, 0); !errors.Is(err, syscall.ETXTBSY) {
+		t.Errorf("opening for writing a lower file open for reading: %v, want ETXTBSY", err)
+	}
+	must(t, os.Truncate(p, 5))
+	buf := make([]byte, 20)
+	if n, _ := reader.ReadAt(buf, 0); string(buf[:n]) != "lower data" {
+		t.Errorf("descriptor opened before the copy-up reads %q, want the lower file's %q", buf[:n], "lower data")
+	}
+	must(t, reader.Close())
+	must(t, os.WriteFile(p, []byte("new"), 0o600))
+	if got, err := os.ReadFile(p); err != nil || string(got) != "new" {
+		t.Errorf("read after rewrite: %q %v", got, err)
+	}
+
+	// Without passthrough the same opens go through the daemon, as on the kernel's overlayfs.
+	unmountFuse(t, mnt)
+	b.file("busy2", "lower data", 0o644)
+	mountLayerfs(t, st, mnt, "-o", "nopassthrough")
+	reader, err = os.Open(filepath.Join(mnt, "busy2"))
+	must(t, err)
+	defer reader.Close()
+	w, err := os.OpenFile(filepath.Join(mnt, "busy2"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("-o nopassthrough: opening for writing a lower file open for reading: %v", err)
+	}
+	_, err = w.WriteAt([]byte("UPPER"), 0)
+	must(t, err)
+	must(t, w.Close())
+	if n, _ := reader.ReadAt(buf, 0); string(buf[:n]) != "UPPER data" {
+		t.Errorf("-o nopassthrough: descriptor opened before the copy-up reads %q, want the copy's", buf[:n])
+	}
+}
+
+// withServerStopped stops the daemon serving mnt, runs op, and continues the daemon. op must
+// finish within 30 s: a request that reaches the stopped daemon waits until it continues, so
+// then op fails the test.
+func withServerStopped(t *testing.T, mnt string, op func() error) {
+	t.Helper()
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("servers of %s: %v", mnt, pids)
+	}
+	must(t, unix.Kill(pids[0], unix.SIGSTOP))
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			unix.Kill(pids[0], unix.SIGCONT)
+		}
+	}
+	t.Cleanup(resume)
+	done := make(chan error, 1)
+	go func() { done <- op() }()
+	select {
+	case err := <-done:
+		resume()
+		if err != nil {
+			t.Error(err)
+		}
+	case <-time.After(30 * time.Second):
+		resume()
+		t.Errorf("I/O on open files waited for the stopped daemon: not passthrough")
+		<-done
+	}
+}

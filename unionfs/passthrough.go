@@ -1,0 +1,229 @@
+package unionfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Passthrough: when the kernel grants it (root in the initial user namespace, Linux 6.9 or
+// later, layers on a filesystem that is not itself stacked), an open regular file is backed
+// by the layer's own file, and the kernel reads, writes and maps it without asking us.
+//
+// The kernel keeps one backing file per inode while any passthrough file of it is open, and
+// then refuses any open of the inode that is not passthrough too; go-fuse registers one per
+// node and reuses it for every later open until the last closes. Files opened for reading
+// may share any backing file of their node: the lower object's (opened read-only) or the
+// upper copy's (opened for reading and writing, PassthroughFd). A file opened for writing
+// needs the upper copy's, so while passthrough files of the lower object are open (the node
+// was copied up under them), opening it for writing fails with ETXTBSY, and files opened for
+// reading go on reading the lower object until they all close, as overlayfs did before
+// Linux 4.19. With -o nopassthrough every read goes through us and such a file reads the
+// copy (file.go).
+//
+// To know which object go-fuse's registration is on, and when it ends, the bridge is handed
+// our backingHooks instead of the server: every registration and unregistration passes
+// through them.
+
+// ptState is a node's passthrough bookkeeping, guarded by node.mu.
+type ptState struct {
+	// lower counts passthrough handles on the lower object given out and not yet released.
+	lower int
+	// live is set while go-fuse holds a backing registration for the node, from the first
+	// registration until its unregistration, which follows the last release; liveUpper
+	// says it is on the upper copy.
+	live      bool
+	liveUpper bool
+}
+
+// ptFile is a file the kernel may serve by passthrough.
+type ptFile struct {
+	*file
+	// upper is the side of the object fd was opened on.
+	upper bool
+	// backing is a descriptor opened for the registration only (PassthroughFd), closed once
+	// the kernel holds the file; -1 otherwise.
+	backing int
+}
+
+var _ fs.FilePassthroughFder = (*ptFile)(nil)
+
+// PassthroughFd offers a descriptor of the file's object as the node's backing file. go-fuse
+// calls it only when the node has no registration yet, just before registering it
+// (backingHooks). Every later passthrough open of the node shares that backing file, whatever
+// its own access mode, and the kernel checks the backing file's mode on each read and write:
+// an upper object is offered open for reading and writing, reopened through /proc when the
+// file itself is not. Lower objects are only ever opened for reading.
+func (f *ptFile) PassthroughFd() (int, bool) {
+	fd := f.fd
+	if f.upper && f.flags&unix.O_ACCMODE != unix.O_RDWR {
+		b, err := unix.Open("/proc/self/fd/"+strconv.Itoa(f.fd), unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, false
+		}
+		f.backing, fd = b, b
+	}
+	f.n.u.pt.registering.Store(int32(fd), f)
+	return fd, true
+}
+
+// fileOf returns the file of a handle, passthrough or not.
+func fileOf(fh fs.FileHandle) (*file, bool) {
+	switch f := fh.(type) {
+	case *file:
+		return f, true
+	case *ptFile:
+		return f.file, true
+	}
+	return nil, false
+}
+
+// handle wraps a descriptor opened on the node's object for the kernel: a passthrough file
+// where the kernel can have one, else a file served through us; with the open flags to reply
+// with. write says the file is open for writing.
+func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, syscall.Errno) {
+	if !n.u.pt.enabled() {
+		// The data changes only through this mount, whose writes go through the kernel's
+		// page cache: what it cached stays good across opens.
+		return newFile(n, fd, flags, upper), fuse.FOPEN_KEEP_CACHE, 0
+	}
+	n.mu.Lock()
+	p := &n.pt
+	if write && (p.lower > 0 || (p.live && !p.liveUpper)) {
+		n.mu.Unlock()
+		// go-fuse would hand this file the lower object's read-only backing file, and the
+		// kernel allows no other kind of open beside it.
+		unix.Close(fd)
+		return nil, 0, syscall.ETXTBSY
+	}
+	if !upper {
+		p.lower++
+	}
+	n.mu.Unlock()
+	return &ptFile{file: newFile(n, fd, flags, upper), upper: upper, backing: -1}, 0, 0
+}
+
+// releasePassthrough ends a passthrough handle's count (ptFile.Release). go-fuse drops its
+// registration after this, which backingHooks reports.
+func (n *node) releasePassthrough(upper bool) {
+	if upper {
+		return
+	}
+	n.mu.Lock()
+	n.pt.lower--
+	n.mu.Unlock()
+}
+
+// passthrough is the mount's passthrough switch and the registrations in flight.
+type passthrough struct {
+	// off is set by -o nopassthrough, when the server is not root of the initial user
+	// namespace, or once the kernel refused a registration (go-fuse then stops trying).
+	off atomic.Bool
+	// registering maps a descriptor offered by PassthroughFd to its file until the
+	// registration it is offered for returns.
+	registering sync.Map // int32 → *ptFile
+	// ids maps a live backing id to its node.
+	ids sync.Map // int32 → *node
+}
+
+func (p *passthrough) enabled() bool { return !p.off.Load() }
+
+// backingHooks stands in for the FUSE server as go-fuse's callbacks: notifications go to the
+// server as they are, backing registrations are recorded on their node on the way.
+type backingHooks struct {
+	srv *fuse.Server
+	pt  *passthrough
+	// debug, if set, is told when the kernel refuses passthrough.
+	debug io.Writer
+}
+
+var _ fs.ServerCallbacks = (*backingHooks)(nil)
+
+// RegisterBackingFd registers the descriptor with the kernel and records the registration on
+// the node whose file offered it.
+func (h *backingHooks) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Errno) {
+	v, _ := h.pt.registering.LoadAndDelete(m.Fd)
+	id, errno := h.srv.RegisterBackingFd(m)
+	f, _ := v.(*ptFile)
+	if f != nil && f.backing >= 0 {
+		unix.Close(f.backing)
+		f.backing = -1
+	}
+	if errno != 0 {
+		// go-fuse gives up on passthrough for the mount after this; so do we.
+		if !h.pt.off.Swap(true) && h.debug != nil {
+			fmt.Fprintf(h.debug, "layerfs: passthrough: off (the kernel refused a backing file: %v)\n", errno)
+		}
+		return id, errno
+	}
+	if f != nil {
+		n := f.n
+		n.mu.Lock()
+		n.pt.live, n.pt.liveUpper = true, f.upper
+		n.mu.Unlock()
+		h.pt.ids.Store(id, n)
+	}
+	return id, 0
+}
+
+// UnregisterBackingFd ends a registration; the node may then get one on another object.
+func (h *backingHooks) UnregisterBackingFd(id int32) syscall.Errno {
+	errno := h.srv.UnregisterBackingFd(id)
+	if v, ok := h.pt.ids.LoadAndDelete(id); ok {
+		n := v.(*node)
+		n.mu.Lock()
+		n.pt.live = false
+		n.mu.Unlock()
+	}
+	return errno
+}
+
+// DeleteNotify passes the notification on.
+func (h *backingHooks) DeleteNotify(parent, child uint64, name string) fuse.Status {
+	return h.srv.DeleteNotify(parent, child, name)
+}
+
+// EntryNotify passes the notification on.
+func (h *backingHooks) EntryNotify(parent uint64, name string) fuse.Status {
+	return h.srv.EntryNotify(parent, name)
+}
+
+// InodeNotify passes the notification on.
+func (h *backingHooks) InodeNotify(node uint64, off, length int64) fuse.Status {
+	return h.srv.InodeNotify(node, off, length)
+}
+
+// InodeRetrieveCache passes the request on.
+func (h *backingHooks) InodeRetrieveCache(node uint64, offset int64, dest []byte) (int, fuse.Status) {
+	return h.srv.InodeRetrieveCache(node, offset, dest)
+}
+
+// InodeNotifyStoreCache passes the notification on.
+func (h *backingHooks) InodeNotifyStoreCache(node uint64, offset int64, data []byte) fuse.Status {
+	return h.srv.InodeNotifyStoreCache(node, offset, data)
+}
+
+// hookedFS is go-fuse's bridge with Init kept from it: the bridge then keeps talking to the
+// backingHooks it was built with, and only the hooks see the server.
+type hookedFS struct {
+	fuse.RawFileSystem
+	hooks *backingHooks
+}
+
+// Init hands the server to the hooks.
+func (h *hookedFS) Init(s *fuse.Server) { h.hooks.srv = s }
+
+// Release closes the file and ends its passthrough count.
+func (f *ptFile) Release(ctx context.Context) syscall.Errno {
+	errno := f.file.Release(ctx)
+	f.n.releasePassthrough(f.upper)
+	return errno
+}
