@@ -272,7 +272,13 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	defer s.dir.release()
 	fd := -1
-	openFlags := int(flags&^openFlagsMask) | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
+	fileFlags := int(flags &^ openFlagsMask)
+	if n.u.pt.enabled() {
+		// The file will be the node's passthrough backing file, which every later open
+		// shares: open it for reading and writing now rather than again (PassthroughFd).
+		fileFlags = fileFlags&^unix.O_ACCMODE | unix.O_RDWR
+	}
+	openFlags := fileFlags | unix.O_CREAT | unix.O_EXCL | unix.O_CLOEXEC | unix.O_NOFOLLOW
 	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
 		var err error
 		fd, err = unix.Openat(dirfd, name, openFlags, mode)
@@ -289,7 +295,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	fh, oflags, errno := ch.Operations().(*node).handle(fd, int(flags&^openFlagsMask), true, true)
+	fh, oflags, errno := ch.Operations().(*node).handle(fd, fileFlags, true, true)
 	return ch, fh, oflags, errno
 }
 

@@ -96,6 +96,18 @@ func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, 
 		return newFile(n, fd, flags, upper), fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
+	if !upper && n.u.layers[n.where[0].layer].upper {
+		// Copied up since fd was opened: a lower backing file registered now would be
+		// handed to the writer that copied it up. Open the copy instead.
+		n.mu.Unlock()
+		unix.Close(fd)
+		var err error
+		if fd, err = n.openTop(flags); err != nil {
+			return nil, 0, toErrno(err)
+		}
+		upper = true
+		n.mu.Lock()
+	}
 	p := &n.pt
 	if write && (p.lower > 0 || (p.live && !p.liveUpper)) {
 		n.mu.Unlock()
@@ -212,10 +224,12 @@ func (h *backingHooks) InodeNotifyStoreCache(node uint64, offset int64, data []b
 }
 
 // hookedFS is go-fuse's bridge with Init kept from it: the bridge then keeps talking to the
-// backingHooks it was built with, and only the hooks see the server.
+// backingHooks it was built with, and only the hooks see the server. It also reads
+// directories for the kernel's no-opendir mode (dirstream.go).
 type hookedFS struct {
 	fuse.RawFileSystem
-	hooks *backingHooks
+	hooks   *backingHooks
+	streams dirStreams
 }
 
 // Init hands the server to the hooks.
