@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -97,6 +98,15 @@ func serve(srv *unionfs.Server, stderr io.Writer, sigs chan os.Signal) int {
 	}()
 	srv.Wait()
 	signal.Stop(sigs)
+	// LAYERFS_MEMPROFILE=FILE writes what the server holds when it is unmounted (go tool
+	// pprof -sample_index=inuse_space).
+	if p := os.Getenv("LAYERFS_MEMPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			runtime.GC()
+			pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 	return 0
 }
 
