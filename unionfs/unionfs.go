@@ -27,10 +27,12 @@ type unionFS struct {
 	overrideXattrs map[string]bool
 	// pt is the passthrough switch and registrations (passthrough.go).
 	pt passthrough
+	// selinux is set when the host runs SELinux (xattr.go, absentXattr).
+	selinux bool
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1}
+	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1, selinux: selinuxEnabled()}
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
 		paths = append([]string{cfg.Upper}, cfg.Lowers...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"syscall"
 
@@ -63,8 +64,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		}
 		return uint32(copy(dest, v)), 0
 	}
-	if n.u.isPrivateXattr(attr) || n.noXattrs.Load() {
+	if n.u.isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
+	}
+	if n.noXattrs.Load() {
+		return 0, n.u.absentXattr(attr)
 	}
 	p, d, err := n.xattrPath()
 	if err != nil {
@@ -79,11 +83,26 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		if lsz, lerr := ops.list(p, nil); lerr == nil && lsz == 0 {
 			n.noXattrs.Store(true)
 		}
+		return 0, n.u.absentXattr(attr)
 	}
 	if err != nil {
 		return 0, toErrno(err)
 	}
 	return uint32(sz), 0
+}
+
+// selinuxXattr holds an object's SELinux label.
+const selinuxXattr = "security.selinux"
+
+// absentXattr is the error for an attribute the object does not have: ENODATA, but for an
+// SELinux label on a host without SELinux, EOPNOTSUPP. ls -l asks every name for its label,
+// FUSE caches no answer, and each costs a round trip; ls (coreutils) stops asking for a
+// filesystem that says it has no labels at all. Labels an object has are still read.
+func (u *unionFS) absentXattr(attr string) syscall.Errno {
+	if attr == selinuxXattr && !u.selinux {
+		return syscall.EOPNOTSUPP
+	}
+	return syscall.ENODATA
 }
 
 // Listxattr lists the attributes of the topmost object without the private ones.
@@ -164,4 +183,11 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCa
 	}
 	defer d.release()
 	return toErrno(change(n.xattrOps(), p))
+}
+
+// selinuxEnabled reports whether the host runs SELinux: its filesystem is mounted where
+// libselinux looks for it.
+func selinuxEnabled() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
 }
