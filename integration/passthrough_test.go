@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,9 +17,10 @@ import (
 
 // TestPassthrough: as root, reads and writes of open files go from the kernel to the layers'
 // files without the daemon (FUSE passthrough), so they complete while the daemon is stopped;
-// and the two differences it brings are as documented: a lower file open for reading cannot
-// be opened for writing as well (ETXTBSY), and a descriptor opened before a copy-up reads the
-// lower file until it is closed. -o nopassthrough serves them through the daemon.
+// and the two differences it brings are as documented: a lower file of 1 MiB or more open
+// for reading cannot be opened for writing as well (ETXTBSY), and a descriptor opened before
+// a copy-up reads the lower file until it is closed. Smaller files opened for reading go
+// through the page cache and behave as on the kernel; -o nopassthrough serves all of them so.
 func TestPassthrough(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
@@ -28,7 +30,8 @@ func TestPassthrough(t *testing.T) {
 	b := builder{t, st.Lowers[0]}
 	b.file("big", string(big), 0o644)
 	b.file("w", "lower data", 0o644)
-	b.file("busy", "lower data", 0o644)
+	b.file("busy", "lower data"+strings.Repeat("\x00", 1<<20), 0o644)
+	b.file("small", "lower data", 0o644)
 	mnt := mkdir(t, root, "mnt")
 	mountLayerfs(t, st, mnt)
 
@@ -65,23 +68,35 @@ func TestPassthrough(t *testing.T) {
 	ro.Close()
 	rw.Close()
 
-	// A lower file open for reading: a copy-up by chmod leaves reads as they were, opening it
-	// for writing fails, and once the reader is closed it opens for writing and the new
-	// contents are what every later open reads.
+	// A lower file of 1 MiB or more open for reading (so by passthrough): a copy-up by chmod
+	// leaves reads as they were, opening it for writing fails, and once the reader is closed
+	// it opens for writing and the new contents are what every later open reads.
 	p := filepath.Join(mnt, "busy")
 	reader, err := os.Open(p)
 	must(t, err)
-	must(t, os.Chmod(p, 0o600))
-	if got, err := os.ReadFile(p); err != nil || string(got) != "lower data" {
-		t.Errorf("read after chmod: %q %v", got, err)
+	head := func(f *os.File) string {
+		buf := make([]byte, 10)
+		n, _ := f.ReadAt(buf, 0)
+		return string(buf[:n])
 	}
-	if _, err := os.OpenFile(p, os.O_WRONLY, 0); !errors.Is(err, syscall.ETXTBSY) {
-		t.Errorf("opening for writing a lower file open for reading: %v, want ETXTBSY", err)
+	if got := head(reader); got != "lower data" {
+		t.Errorf("read: %q", got)
+	}
+	must(t, os.Chmod(p, 0o600))
+	if f, err := os.Open(p); err != nil || head(f) != "lower data" {
+		t.Errorf("read after chmod: %v", err)
+	} else {
+		f.Close()
+	}
+	if f, err := os.OpenFile(p, os.O_WRONLY, 0); !errors.Is(err, syscall.ETXTBSY) {
+		t.Errorf("opening for writing a large lower file open for reading: %v, want ETXTBSY", err)
+		if err == nil {
+			f.Close()
+		}
 	}
 	must(t, os.Truncate(p, 5))
-	buf := make([]byte, 20)
-	if n, _ := reader.ReadAt(buf, 0); string(buf[:n]) != "lower data" {
-		t.Errorf("descriptor opened before the copy-up reads %q, want the lower file's %q", buf[:n], "lower data")
+	if got := head(reader); got != "lower data" {
+		t.Errorf("descriptor opened before the copy-up reads %q, want the lower file's %q", got, "lower data")
 	}
 	must(t, reader.Close())
 	must(t, os.WriteFile(p, []byte("new"), 0o600))
@@ -89,22 +104,39 @@ func TestPassthrough(t *testing.T) {
 		t.Errorf("read after rewrite: %q %v", got, err)
 	}
 
+	// A smaller file is read through the page cache, and behaves as on the kernel: opening
+	// it for writing while it is open for reading works, and the reader sees the copy.
+	small := filepath.Join(mnt, "small")
+	reader, err = os.Open(small)
+	must(t, err)
+	w, err := os.OpenFile(small, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatalf("opening for writing a small lower file open for reading: %v", err)
+	}
+	_, err = w.WriteAt([]byte("UPPER"), 0)
+	must(t, err)
+	must(t, w.Close())
+	if got := head(reader); got != "UPPER data" {
+		t.Errorf("descriptor opened before the copy-up of a small file reads %q, want the copy's", got)
+	}
+	must(t, reader.Close())
+
 	// Without passthrough the same opens go through the daemon, as on the kernel's overlayfs.
 	unmountFuse(t, mnt)
-	b.file("busy2", "lower data", 0o644)
+	b.file("busy2", "lower data"+strings.Repeat("\x00", 1<<20), 0o644)
 	mountLayerfs(t, st, mnt, "-o", "nopassthrough")
 	reader, err = os.Open(filepath.Join(mnt, "busy2"))
 	must(t, err)
 	defer reader.Close()
-	w, err := os.OpenFile(filepath.Join(mnt, "busy2"), os.O_WRONLY, 0)
+	w, err = os.OpenFile(filepath.Join(mnt, "busy2"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatalf("-o nopassthrough: opening for writing a lower file open for reading: %v", err)
 	}
 	_, err = w.WriteAt([]byte("UPPER"), 0)
 	must(t, err)
 	must(t, w.Close())
-	if n, _ := reader.ReadAt(buf, 0); string(buf[:n]) != "UPPER data" {
-		t.Errorf("-o nopassthrough: descriptor opened before the copy-up reads %q, want the copy's", buf[:n])
+	if got := head(reader); got != "UPPER data" {
+		t.Errorf("-o nopassthrough: descriptor opened before the copy-up reads %q, want the copy's", got)
 	}
 }
 

@@ -27,6 +27,9 @@ type file struct {
 	// old holds the descriptors replaced by a switch; reads in flight may still use them, so
 	// they close with the file.
 	old []int
+	// cachedPT is set when the file is counted in its node's passthrough state as served
+	// through us (passthrough.go).
+	cachedPT bool
 }
 
 // The node's operations (nodeio.go) take precedence in go-fuse and use the file's descriptor
@@ -87,6 +90,9 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	n := f.n
 	n.mu.Lock()
 	n.openFiles--
+	if f.cachedPT {
+		n.pt.cached--
+	}
 	last := n.openFiles == 0 && !n.u.cfg.NoOpen
 	n.mu.Unlock()
 	if last {
@@ -121,34 +127,55 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, syscall.ENOSYS
 	}
 	oflags := int(flags &^ openFlagsMask)
-	fd, err := n.openTop(oflags)
-	if err != nil {
-		return nil, 0, toErrno(err)
+	fd, upper := -1, false
+	if n.u.pt.enabled() && oflags&unix.O_ACCMODE != unix.O_RDWR && n.topLayer().upper {
+		// The file may become the node's passthrough backing file, which every later open
+		// shares whatever its access: open an upper object for reading and writing now
+		// rather than again (PassthroughFd). Where that is refused (an append-only or busy
+		// file), the open asked for is made.
+		rw := oflags&^unix.O_ACCMODE | unix.O_RDWR
+		if f, up, err := n.openTopSide(rw); err == nil {
+			fd, upper, oflags = f, up, rw
+		}
 	}
-	return n.handle(fd, oflags&^unix.O_TRUNC, n.topLayer().upper, isWrite(flags))
+	if fd < 0 {
+		var err error
+		if fd, upper, err = n.openTopSide(oflags); err != nil {
+			return nil, 0, toErrno(err)
+		}
+	}
+	return n.handle(fd, oflags&^unix.O_TRUNC, upper, isWrite(flags))
 }
 
 // openTop opens the node's topmost object. The name may have been renamed over since the
 // kernel looked it up: then the object opened is not this node's, and ESTALE makes the kernel
 // look the name up again and retry.
 func (n *node) openTop(flags int) (int, error) {
+	fd, _, err := n.openTopSide(flags)
+	return fd, err
+}
+
+// openTopSide is openTop, also saying whether the object opened is the upper one.
+func (n *node) openTopSide(flags int) (int, bool, error) {
 	var fd int
 	var err error
+	upper := true
 	if h := n.hiddenName(); h != "" {
 		fd, err = unix.Openat(n.u.workFd, h, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	} else {
 		top := n.top()
+		upper = n.u.layers[top.layer].upper
 		fd, err = n.u.layers[top.layer].open(top.path, flags, 0)
 	}
 	if err != nil {
-		return -1, err
+		return -1, false, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || !n.isSelf(&st) {
 		unix.Close(fd)
-		return -1, syscall.ESTALE
+		return -1, false, syscall.ESTALE
 	}
-	return fd, nil
+	return fd, upper, nil
 }
 
 // CopyFileRange copies between two open files of the mount in the kernel.

@@ -16,18 +16,20 @@ import (
 
 // Passthrough: when the kernel grants it (root in the initial user namespace, Linux 6.9 or
 // later, layers on a filesystem that is not itself stacked), an open regular file is backed
-// by the layer's own file, and the kernel reads, writes and maps it without asking us.
+// by the layer's own file, and the kernel reads, writes and maps it without asking us. It is
+// used for files opened for writing and for files of passthroughMin or more opened for
+// reading; smaller files are read through the page cache as without passthrough.
 //
 // The kernel keeps one backing file per inode while any passthrough file of it is open, and
-// then refuses any open of the inode that is not passthrough too; go-fuse registers one per
-// node and reuses it for every later open until the last closes. Files opened for reading
-// may share any backing file of their node: the lower object's (opened read-only) or the
-// upper copy's (opened for reading and writing, PassthroughFd). A file opened for writing
-// needs the upper copy's, so while passthrough files of the lower object are open (the node
-// was copied up under them), opening it for writing fails with ETXTBSY, and files opened for
-// reading go on reading the lower object until they all close, as overlayfs did before
-// Linux 4.19. With -o nopassthrough every read goes through us and such a file reads the
-// copy (file.go).
+// then refuses any open of the inode that is not passthrough too (and the other way round);
+// go-fuse registers one per node and reuses it for every later open until the last closes.
+// Files opened for reading may share any backing file of their node: the lower object's
+// (opened read-only) or the upper copy's (opened for reading and writing, PassthroughFd). A
+// file opened for writing needs the upper copy's, so while passthrough files of the lower
+// object are open (the node was copied up under them), opening it for writing fails with
+// ETXTBSY, and files opened for reading go on reading the lower object until they all close,
+// as overlayfs did before Linux 4.19. With -o nopassthrough every read goes through us and
+// such a file reads the copy (file.go).
 //
 // To know which object go-fuse's registration is on, and when it ends, the bridge is handed
 // our backingHooks instead of the server: every registration and unregistration passes
@@ -35,8 +37,9 @@ import (
 
 // ptState is a node's passthrough bookkeeping, guarded by node.mu.
 type ptState struct {
-	// lower counts passthrough handles on the lower object given out and not yet released.
-	lower int
+	// lower and upper count the passthrough handles on each object given out and not yet
+	// released; cached counts the handles served through us while passthrough is on.
+	lower, upper, cached int
 	// live is set while go-fuse holds a backing registration for the node, from the first
 	// registration until its unregistration, which follows the last release; liveUpper
 	// says it is on the upper copy.
@@ -86,14 +89,25 @@ func fileOf(fh fs.FileHandle) (*file, bool) {
 	return nil, false
 }
 
+// passthroughMin is the size from which a file opened for reading only is served by
+// passthrough. Below it the page cache serves it as well (a cached file is read again without
+// a round trip), and a passthrough read would cost one: the kernel marks the inode's access
+// time stale after each, so the next stat asks the daemon.
+const passthroughMin = 1 << 20
+
 // handle wraps a descriptor opened on the node's object for the kernel: a passthrough file
 // where the kernel can have one, else a file served through us; with the open flags to reply
-// with. write says the file is open for writing.
+// with. write says the file is open for writing: writes by passthrough save a round trip each.
 func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.u.pt.enabled() {
 		// The data changes only through this mount, whose writes go through the kernel's
 		// page cache: what it cached stays good across opens.
 		return newFile(n, fd, flags, upper), fuse.FOPEN_KEEP_CACHE, 0
+	}
+	big := write
+	if !write {
+		var st unix.Stat_t
+		big = unix.Fstat(fd, &st) == nil && st.Size >= passthroughMin
 	}
 	n.mu.Lock()
 	if !upper && n.u.layers[n.where[0].layer].upper {
@@ -109,6 +123,16 @@ func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, 
 		n.mu.Lock()
 	}
 	p := &n.pt
+	// The kernel allows passthrough opens of an inode only beside passthrough opens, and
+	// cached ones only beside cached ones: follow the files open, else the size.
+	usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big)
+	if !usePT {
+		p.cached++
+		n.mu.Unlock()
+		f := newFile(n, fd, flags, upper)
+		f.cachedPT = true
+		return f, fuse.FOPEN_KEEP_CACHE, 0
+	}
 	if write && (p.lower > 0 || (p.live && !p.liveUpper)) {
 		n.mu.Unlock()
 		// go-fuse would hand this file the lower object's read-only backing file, and the
@@ -116,7 +140,9 @@ func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, 
 		unix.Close(fd)
 		return nil, 0, syscall.ETXTBSY
 	}
-	if !upper {
+	if upper {
+		p.upper++
+	} else {
 		p.lower++
 	}
 	n.mu.Unlock()
@@ -126,11 +152,12 @@ func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, 
 // releasePassthrough ends a passthrough handle's count (ptFile.Release). go-fuse drops its
 // registration after this, which backingHooks reports.
 func (n *node) releasePassthrough(upper bool) {
-	if upper {
-		return
-	}
 	n.mu.Lock()
-	n.pt.lower--
+	if upper {
+		n.pt.upper--
+	} else {
+		n.pt.lower--
+	}
 	n.mu.Unlock()
 }
 
