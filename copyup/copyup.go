@@ -98,7 +98,7 @@ func build(src Source, tmp string, opt Options) error {
 	if err := copyXattrs(src, w, tmp, opt); err != nil {
 		return err
 	}
-	return setMeta(w, tmp, st, !opt.NoSync)
+	return setMeta(w, tmp, st)
 }
 
 // discard removes an object under construction, a directory with everything in it.

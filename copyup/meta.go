@@ -97,9 +97,9 @@ func getXattr(path, name string) ([]byte, error) {
 }
 
 // setMeta gives entry name of directory dirfd the owner, mode and times of st, in that order:
-// chown clears set-id bits, and every change moves ctime but not mtime. With sync, the object is
-// flushed to disk.
-func setMeta(dirfd int, name string, st *unix.Stat_t, sync bool) error {
+// chown clears set-id bits, and every change moves ctime but not mtime. Nothing is flushed
+// here: as the kernel's overlayfs, a copy-up syncs a file's data only (copyFile).
+func setMeta(dirfd int, name string, st *unix.Stat_t) error {
 	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
@@ -109,18 +109,7 @@ func setMeta(dirfd int, name string, st *unix.Stat_t, sync bool) error {
 		}
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
-	if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
-	if sync && st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		return unix.Fsync(fd)
-	}
-	return nil
+	return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // RemoveAll removes entry name of directory dirfd and, for a directory, everything below it,
