@@ -163,8 +163,9 @@ func (n *node) releasePassthrough(upper bool) {
 
 // passthrough is the mount's passthrough switch and the registrations in flight.
 type passthrough struct {
-	// off is set by -o nopassthrough, when the server is not root of the initial user
-	// namespace, or once the kernel refused a registration (go-fuse then stops trying).
+	// off is set by -o nopassthrough or -o noopen, when the server is not root of the
+	// initial user namespace, or once the kernel refused a registration (go-fuse then stops
+	// trying).
 	off atomic.Bool
 	// registering maps a descriptor offered by PassthroughFd to its file until the
 	// registration it is offered for returns.
@@ -173,6 +174,7 @@ type passthrough struct {
 	ids sync.Map // int32 → *node
 }
 
+// enabled reports whether opens may use passthrough.
 func (p *passthrough) enabled() bool { return !p.off.Load() }
 
 // backingHooks stands in for the FUSE server as go-fuse's callbacks: notifications go to the
