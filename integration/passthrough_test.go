@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +33,9 @@ func TestPassthrough(t *testing.T) {
 	b.file("w", "lower data", 0o644)
 	b.file("busy", "lower data"+strings.Repeat("\x00", 1<<20), 0o644)
 	b.file("small", "lower data", 0o644)
+	for i := range 5 {
+		b.file("closed"+strconv.Itoa(i), "lower data"+strings.Repeat("\x00", 1<<20), 0o644)
+	}
 	mnt := mkdir(t, root, "mnt")
 	mountLayerfs(t, st, mnt)
 
@@ -104,38 +108,47 @@ func TestPassthrough(t *testing.T) {
 		t.Errorf("read after rewrite: %q %v", got, err)
 	}
 
+	// Opening for writing right after the last reader closed works: the kernel sends the
+	// reader's RELEASE after close(2) has returned, and the open waits for it.
+	for i := range 5 {
+		p := filepath.Join(mnt, "closed"+strconv.Itoa(i))
+		f, err := os.Open(p)
+		must(t, err)
+		head(f)
+		must(t, f.Close())
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatalf("opening %s for writing after its reader closed: %v", p, err)
+		}
+		must(t, w.Close())
+	}
+
 	// A smaller file is read through the page cache, and behaves as on the kernel: opening
 	// it for writing while it is open for reading works, and the reader sees the copy.
-	small := filepath.Join(mnt, "small")
-	reader, err = os.Open(small)
-	must(t, err)
-	w, err := os.OpenFile(small, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatalf("opening for writing a small lower file open for reading: %v", err)
+	// writeUnderReader writes "UPPER" at the start of p through a second descriptor while a
+	// first, opened before, stays open, and returns what the first then reads.
+	writeUnderReader := func(p string) string {
+		reader, err := os.Open(p)
+		must(t, err)
+		defer reader.Close()
+		w, err := os.OpenFile(p, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatalf("opening %s for writing while it is open for reading: %v", p, err)
+		}
+		_, err = w.WriteAt([]byte("UPPER"), 0)
+		must(t, err)
+		must(t, w.Close())
+		return head(reader)
 	}
-	_, err = w.WriteAt([]byte("UPPER"), 0)
-	must(t, err)
-	must(t, w.Close())
-	if got := head(reader); got != "UPPER data" {
+	if got := writeUnderReader(filepath.Join(mnt, "small")); got != "UPPER data" {
 		t.Errorf("descriptor opened before the copy-up of a small file reads %q, want the copy's", got)
 	}
-	must(t, reader.Close())
 
 	// Without passthrough the same opens go through the daemon, as on the kernel's overlayfs.
 	unmountFuse(t, mnt)
 	b.file("busy2", "lower data"+strings.Repeat("\x00", 1<<20), 0o644)
 	mountLayerfs(t, st, mnt, "-o", "nopassthrough")
-	reader, err = os.Open(filepath.Join(mnt, "busy2"))
-	must(t, err)
-	defer reader.Close()
-	w, err = os.OpenFile(filepath.Join(mnt, "busy2"), os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatalf("-o nopassthrough: opening for writing a lower file open for reading: %v", err)
-	}
-	_, err = w.WriteAt([]byte("UPPER"), 0)
-	must(t, err)
-	must(t, w.Close())
-	if got := head(reader); got != "UPPER data" {
+	if got := writeUnderReader(filepath.Join(mnt, "busy2")); got != "UPPER data" {
 		t.Errorf("-o nopassthrough: descriptor opened before the copy-up reads %q, want the copy's", got)
 	}
 }

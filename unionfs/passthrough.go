@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -27,7 +28,9 @@ import (
 // (opened read-only) or the upper copy's (opened for reading and writing, PassthroughFd). A
 // file opened for writing needs the upper copy's, so while passthrough files of the lower
 // object are open (the node was copied up under them), opening it for writing fails with
-// ETXTBSY, and files opened for reading go on reading the lower object until they all close,
+// ETXTBSY (after waiting a little: the kernel sends a RELEASE after close(2) returns, so the
+// files may be closed already), and files opened for reading go on reading the lower object
+// until they all close,
 // as overlayfs did before Linux 4.19. With -o nopassthrough every read goes through us and
 // such a file reads the copy (file.go).
 //
@@ -45,6 +48,8 @@ type ptState struct {
 	// says it is on the upper copy.
 	live      bool
 	liveUpper bool
+	// cond, made on first need, wakes opens waiting for releases (waitPassthrough).
+	cond *sync.Cond
 }
 
 // ptFile is a file the kernel may serve by passthrough.
@@ -123,22 +128,32 @@ func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, 
 		n.mu.Lock()
 	}
 	p := &n.pt
-	// The kernel allows passthrough opens of an inode only beside passthrough opens, and
-	// cached ones only beside cached ones: follow the files open, else the size.
-	usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big)
-	if !usePT {
-		p.cached++
-		n.mu.Unlock()
-		f := newFile(n, fd, flags, upper)
-		f.cachedPT = true
-		return f, fuse.FOPEN_KEEP_CACHE, 0
-	}
-	if write && (p.lower > 0 || (p.live && !p.liveUpper)) {
-		n.mu.Unlock()
+	var deadline time.Time
+	for {
+		// The kernel allows passthrough opens of an inode only beside passthrough opens,
+		// and cached ones only beside cached ones: follow the files open, else the size.
+		usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big)
+		if !usePT {
+			p.cached++
+			n.mu.Unlock()
+			f := newFile(n, fd, flags, upper)
+			f.cachedPT = true
+			return f, fuse.FOPEN_KEEP_CACHE, 0
+		}
+		if !write || (p.lower == 0 && (!p.live || p.liveUpper)) {
+			break
+		}
 		// go-fuse would hand this file the lower object's read-only backing file, and the
-		// kernel allows no other kind of open beside it.
-		unix.Close(fd)
-		return nil, 0, syscall.ETXTBSY
+		// kernel allows no other kind of open beside it. The files on the lower object may
+		// be closed already: the kernel sends their RELEASE after close(2) has returned.
+		if deadline.IsZero() {
+			deadline = time.Now().Add(releaseWait)
+		}
+		if !n.waitPassthrough(deadline) {
+			n.mu.Unlock()
+			unix.Close(fd)
+			return nil, 0, syscall.ETXTBSY
+		}
 	}
 	if upper {
 		p.upper++
@@ -158,7 +173,40 @@ func (n *node) releasePassthrough(upper bool) {
 	} else {
 		n.pt.lower--
 	}
+	n.pt.changed()
 	n.mu.Unlock()
+}
+
+// releaseWait is how long an open for writing waits for the release of passthrough files
+// of the lower object before it fails with ETXTBSY.
+const releaseWait = time.Second
+
+// waitPassthrough waits, with n.mu held, until the node's passthrough state changes or the
+// deadline passes; it reports whether the deadline was still ahead.
+func (n *node) waitPassthrough(deadline time.Time) bool {
+	d := time.Until(deadline)
+	if d <= 0 {
+		return false
+	}
+	if n.pt.cond == nil {
+		n.pt.cond = sync.NewCond(&n.mu)
+	}
+	cond := n.pt.cond
+	t := time.AfterFunc(d, func() {
+		n.mu.Lock()
+		cond.Broadcast()
+		n.mu.Unlock()
+	})
+	cond.Wait()
+	t.Stop()
+	return true
+}
+
+// changed wakes opens waiting in waitPassthrough; node.mu is held.
+func (p *ptState) changed() {
+	if p.cond != nil {
+		p.cond.Broadcast()
+	}
 }
 
 // passthrough is the mount's passthrough switch and the registrations in flight.
@@ -222,6 +270,7 @@ func (h *backingHooks) UnregisterBackingFd(id int32) syscall.Errno {
 		n := v.(*node)
 		n.mu.Lock()
 		n.pt.live = false
+		n.pt.changed()
 		n.mu.Unlock()
 	}
 	return errno
