@@ -295,7 +295,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	fh, oflags, errno := ch.Operations().(*node).handle(fd, fileFlags, true, true)
+	fh, oflags, errno := ch.Operations().(*node).handle(opened{fd: fd, upper: true}, fileFlags, true)
 	return ch, fh, oflags, errno
 }
 

@@ -127,36 +127,43 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		return nil, 0, syscall.ENOSYS
 	}
 	oflags := int(flags &^ openFlagsMask)
-	fd, upper := -1, false
+	o := opened{fd: -1}
 	if n.u.pt.enabled() && oflags&unix.O_ACCMODE != unix.O_RDWR && n.topLayer().upper {
 		// The file may become the node's passthrough backing file, which every later open
 		// shares whatever its access: open an upper object for reading and writing now
 		// rather than again (PassthroughFd). Where that is refused (an append-only or busy
 		// file), the open asked for is made.
 		rw := oflags&^unix.O_ACCMODE | unix.O_RDWR
-		if f, up, err := n.openTopSide(rw); err == nil {
-			fd, upper, oflags = f, up, rw
+		if got, err := n.openTopSide(rw); err == nil {
+			o, oflags = got, rw
 		}
 	}
-	if fd < 0 {
+	if o.fd < 0 {
 		var err error
-		if fd, upper, err = n.openTopSide(oflags); err != nil {
+		if o, err = n.openTopSide(oflags); err != nil {
 			return nil, 0, toErrno(err)
 		}
 	}
-	return n.handle(fd, oflags&^unix.O_TRUNC, upper, isWrite(flags))
+	return n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags))
+}
+
+// opened is a descriptor of a node's object, as openTopSide made it.
+type opened struct {
+	fd    int
+	upper bool  // the object is the upper layer's
+	size  int64 // its size when opened
 }
 
 // openTop opens the node's topmost object. The name may have been renamed over since the
 // kernel looked it up: then the object opened is not this node's, and ESTALE makes the kernel
 // look the name up again and retry.
 func (n *node) openTop(flags int) (int, error) {
-	fd, _, err := n.openTopSide(flags)
-	return fd, err
+	o, err := n.openTopSide(flags)
+	return o.fd, err
 }
 
-// openTopSide is openTop, also saying whether the object opened is the upper one.
-func (n *node) openTopSide(flags int) (int, bool, error) {
+// openTopSide is openTop, also saying which object it opened.
+func (n *node) openTopSide(flags int) (opened, error) {
 	var fd int
 	var err error
 	upper := true
@@ -168,14 +175,14 @@ func (n *node) openTopSide(flags int) (int, bool, error) {
 		fd, err = n.u.layers[top.layer].open(top.path, flags, 0)
 	}
 	if err != nil {
-		return -1, false, err
+		return opened{fd: -1}, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil || !n.isSelf(&st) {
 		unix.Close(fd)
-		return -1, false, syscall.ESTALE
+		return opened{fd: -1}, syscall.ESTALE
 	}
-	return fd, upper, nil
+	return opened{fd: fd, upper: upper, size: st.Size}, nil
 }
 
 // CopyFileRange copies between two open files of the mount in the kernel.

@@ -103,30 +103,26 @@ const passthroughMin = 1 << 20
 // handle wraps a descriptor opened on the node's object for the kernel: a passthrough file
 // where the kernel can have one, else a file served through us; with the open flags to reply
 // with. write says the file is open for writing: writes by passthrough save a round trip each.
-func (n *node) handle(fd, flags int, upper, write bool) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) handle(o opened, flags int, write bool) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.u.pt.enabled() {
 		// The data changes only through this mount, whose writes go through the kernel's
 		// page cache: what it cached stays good across opens.
-		return newFile(n, fd, flags, upper), fuse.FOPEN_KEEP_CACHE, 0
-	}
-	big := write
-	if !write {
-		var st unix.Stat_t
-		big = unix.Fstat(fd, &st) == nil && st.Size >= passthroughMin
+		return newFile(n, o.fd, flags, o.upper), fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
-	if !upper && n.u.layers[n.where[0].layer].upper {
+	if !o.upper && n.u.layers[n.where[0].layer].upper {
 		// Copied up since fd was opened: a lower backing file registered now would be
 		// handed to the writer that copied it up. Open the copy instead.
 		n.mu.Unlock()
-		unix.Close(fd)
+		unix.Close(o.fd)
 		var err error
-		if fd, err = n.openTop(flags); err != nil {
+		if o, err = n.openTopSide(flags); err != nil {
 			return nil, 0, toErrno(err)
 		}
-		upper = true
 		n.mu.Lock()
 	}
+	fd, upper := o.fd, o.upper
+	big := write || o.size >= passthroughMin
 	p := &n.pt
 	var deadline time.Time
 	for {
@@ -300,18 +296,6 @@ func (h *backingHooks) InodeRetrieveCache(node uint64, offset int64, dest []byte
 func (h *backingHooks) InodeNotifyStoreCache(node uint64, offset int64, data []byte) fuse.Status {
 	return h.srv.InodeNotifyStoreCache(node, offset, data)
 }
-
-// hookedFS is go-fuse's bridge with Init kept from it: the bridge then keeps talking to the
-// backingHooks it was built with, and only the hooks see the server. It also reads
-// directories for the kernel's no-opendir mode (dirstream.go).
-type hookedFS struct {
-	fuse.RawFileSystem
-	hooks   *backingHooks
-	streams dirStreams
-}
-
-// Init hands the server to the hooks.
-func (h *hookedFS) Init(s *fuse.Server) { h.hooks.srv = s }
 
 // Release closes the file and ends its passthrough count.
 func (f *ptFile) Release(ctx context.Context) syscall.Errno {
