@@ -162,6 +162,25 @@ func dropCaches(b *testing.B) {
 	}
 }
 
+// warmRuns runs pass once untimed, so the caches hold what it reads, then b.N times timed.
+func warmRuns(b *testing.B, pass func()) {
+	pass()
+	b.ResetTimer()
+	for range b.N {
+		pass()
+	}
+}
+
+// coldRuns runs pass b.N times, each timed from a cold cache (dropCaches, untimed).
+func coldRuns(b *testing.B, pass func()) {
+	for range b.N {
+		b.StopTimer()
+		dropCaches(b)
+		b.StartTimer()
+		pass()
+	}
+}
+
 // forImpls runs body as a sub-benchmark per implementation, each on a fresh mount.
 func forImpls(b *testing.B, body func(b *testing.B, mnt string)) {
 	for _, impl := range benchImpls() {
@@ -191,23 +210,14 @@ func statWalk(b *testing.B, root string) int {
 // BenchmarkStatWalk: lstat every name of the 20k-file tree, caches warm (find -ls).
 func BenchmarkStatWalk(b *testing.B) {
 	forImpls(b, func(b *testing.B, mnt string) {
-		statWalk(b, mnt+"/tree")
-		b.ResetTimer()
-		for range b.N {
-			statWalk(b, mnt+"/tree")
-		}
+		warmRuns(b, func() { statWalk(b, mnt+"/tree") })
 	})
 }
 
 // BenchmarkStatWalkCold: the same walk after dropping every cache.
 func BenchmarkStatWalkCold(b *testing.B) {
 	forImpls(b, func(b *testing.B, mnt string) {
-		for range b.N {
-			b.StopTimer()
-			dropCaches(b)
-			b.StartTimer()
-			statWalk(b, mnt+"/tree")
-		}
+		coldRuns(b, func() { statWalk(b, mnt+"/tree") })
 	})
 }
 
@@ -226,11 +236,7 @@ func BenchmarkBigDirLs(b *testing.B) {
 				}
 			}
 		}
-		ls()
-		b.ResetTimer()
-		for range b.N {
-			ls()
-		}
+		warmRuns(b, ls)
 	})
 }
 
@@ -255,20 +261,14 @@ func BenchmarkReadTree(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		read()
-		b.ResetTimer()
-		for range b.N {
-			read()
-		}
+		warmRuns(b, read)
 	})
 }
 
 // BenchmarkParallelWalk: four walkers over the tree at once, warm.
 func BenchmarkParallelWalk(b *testing.B) {
 	forImpls(b, func(b *testing.B, mnt string) {
-		statWalk(b, mnt+"/tree")
-		b.ResetTimer()
-		for range b.N {
+		warmRuns(b, func() {
 			var wg sync.WaitGroup
 			for range 4 {
 				wg.Add(1)
@@ -278,7 +278,7 @@ func BenchmarkParallelWalk(b *testing.B) {
 				}()
 			}
 			wg.Wait()
-		}
+		})
 	})
 }
 
@@ -287,10 +287,7 @@ func BenchmarkSeqReadCold(b *testing.B) {
 	forImpls(b, func(b *testing.B, mnt string) {
 		buf := make([]byte, 1<<20)
 		b.SetBytes(benchSeqSize)
-		for range b.N {
-			b.StopTimer()
-			dropCaches(b)
-			b.StartTimer()
+		coldRuns(b, func() {
 			f, err := os.Open(mnt + "/seq")
 			if err != nil {
 				b.Fatal(err)
@@ -299,7 +296,7 @@ func BenchmarkSeqReadCold(b *testing.B) {
 				b.Fatalf("read %d bytes: %v", n, err)
 			}
 			f.Close()
-		}
+		})
 	})
 }
 
@@ -309,10 +306,7 @@ func BenchmarkRandReadCold(b *testing.B) {
 	forImpls(b, func(b *testing.B, mnt string) {
 		buf := make([]byte, 4096)
 		rnd := rand.New(rand.NewSource(1))
-		for range b.N {
-			b.StopTimer()
-			dropCaches(b)
-			b.StartTimer()
+		coldRuns(b, func() {
 			f, err := os.Open(mnt + "/seq")
 			if err != nil {
 				b.Fatal(err)
@@ -324,7 +318,7 @@ func BenchmarkRandReadCold(b *testing.B) {
 				}
 			}
 			f.Close()
-		}
+		})
 	})
 }
 
@@ -401,11 +395,7 @@ func BenchmarkCopyUpSmall(b *testing.B) {
 // serverStatus reads a field (kB) of the layerfs server's /proc status serving mnt.
 func serverStatus(b testing.TB, mnt, field string) float64 {
 	b.Helper()
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		b.Fatalf("%d servers for %s", len(pids), mnt)
-	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pids[0]) + "/status")
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(serverPid(b, mnt)) + "/status")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -151,14 +151,11 @@ func TestDaemonExitsOnUmount(t *testing.T) {
 	root := t.TempDir()
 	lower, mnt := mkdir(t, root, "l"), mkdir(t, root, "m")
 	mountLayerfs(t, stack{Lowers: []string{lower}}, mnt)
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		t.Fatalf("found %d server processes for %s, want 1", len(pids), mnt)
-	}
+	pid := serverPid(t, mnt)
 	if err := syscall.Unmount(mnt, 0); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, pids[0])
+	waitGone(t, pid)
 }
 
 // TestForegroundSignal: with -f, SIGTERM unmounts and the program exits 0.
@@ -249,12 +246,9 @@ func TestEscapedPathsAndStaleMount(t *testing.T) {
 	}
 
 	// Kill the server: the mount stays, dead.
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		t.Fatalf("%d servers for %s", len(pids), mnt)
-	}
-	must(t, syscall.Kill(pids[0], syscall.SIGKILL))
-	waitGone(t, pids[0])
+	pid := serverPid(t, mnt)
+	must(t, syscall.Kill(pid, syscall.SIGKILL))
+	waitGone(t, pid)
 	var stderr bytes.Buffer
 	cmd := exec.Command(bin, "-o", "lowerdir="+esc(odd), mnt)
 	cmd.Stderr = &stderr
@@ -328,16 +322,8 @@ func TestNoDescriptorPerInode(t *testing.T) {
 	}
 	mnt := mkdir(t, root, "m")
 	mountLayerfs(t, st, mnt)
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		t.Fatalf("%d servers for %s", len(pids), mnt)
-	}
-	fds := func() int {
-		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pids[0]) + "/fd")
-		must(t, err)
-		return len(ents)
-	}
-	before := fds()
+	pid := serverPid(t, mnt)
+	before := fdCount(t, pid)
 	for round := range 10 {
 		for i := range 2000 {
 			flag := os.O_RDONLY
@@ -349,7 +335,7 @@ func TestNoDescriptorPerInode(t *testing.T) {
 			f.Close()
 		}
 	}
-	if after := fds(); after > before+8 {
+	if after := fdCount(t, pid); after > before+8 {
 		t.Errorf("the server holds %d descriptors after 20000 opens, %d before", after, before)
 	}
 }

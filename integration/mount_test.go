@@ -131,6 +131,26 @@ func serverPids(mnt string) []int {
 	return pids
 }
 
+// serverPid is the one layerfs server serving mnt; the test fails unless there is exactly one.
+func serverPid(t testing.TB, mnt string) int {
+	t.Helper()
+	pids := serverPids(mnt)
+	if len(pids) != 1 {
+		t.Fatalf("servers of %s: %v, want one", mnt, pids)
+	}
+	return pids[0]
+}
+
+// fdCount is the number of descriptors process pid holds.
+func fdCount(t testing.TB, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
 // processAlive reports whether pid runs (a zombie counts as gone).
 func processAlive(pid int) bool {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")

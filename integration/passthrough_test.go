@@ -158,16 +158,13 @@ func TestPassthrough(t *testing.T) {
 // then op fails the test.
 func withServerStopped(t *testing.T, mnt string, op func() error) {
 	t.Helper()
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		t.Fatalf("servers of %s: %v", mnt, pids)
-	}
-	must(t, unix.Kill(pids[0], unix.SIGSTOP))
+	pid := serverPid(t, mnt)
+	must(t, unix.Kill(pid, unix.SIGSTOP))
 	resumed := false
 	resume := func() {
 		if !resumed {
 			resumed = true
-			unix.Kill(pids[0], unix.SIGCONT)
+			unix.Kill(pid, unix.SIGCONT)
 		}
 	}
 	t.Cleanup(resume)

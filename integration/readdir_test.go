@@ -20,12 +20,12 @@ func TestListingsWithoutOpendir(t *testing.T) {
 	var want []string
 	for i := range 3000 { // many READDIRPLUS replies
 		name := "entry-with-a-longish-name-" + strconv.Itoa(i)
-		must(t, os.WriteFile(filepath.Join(mkdirAll(t, st.Lowers[i%2], "big"), name), nil, 0o644))
+		must(t, os.WriteFile(filepath.Join(mkdir(t, st.Lowers[i%2], "big"), name), nil, 0o644))
 		want = append(want, name)
 	}
 	slices.Sort(want)
 	for i := range 300 {
-		mkdirAll(t, st.Lowers[0], "many/"+strconv.Itoa(i)+"/sub")
+		mkdir(t, st.Lowers[0], "many/"+strconv.Itoa(i)+"/sub")
 	}
 	mnt := mkdir(t, root, "m")
 	mountLayerfs(t, st, mnt)
@@ -91,16 +91,8 @@ func TestListingsWithoutOpendir(t *testing.T) {
 
 	// 300 directories each read part-way (with the kernel's cache dropped, so each read
 	// reaches the server): the server keeps a bounded number of them open.
-	pids := serverPids(mnt)
-	if len(pids) != 1 {
-		t.Fatalf("servers of %s: %v", mnt, pids)
-	}
-	fdCount := func() int {
-		ents, err := os.ReadDir("/proc/" + strconv.Itoa(pids[0]) + "/fd")
-		must(t, err)
-		return len(ents)
-	}
-	before := fdCount()
+	pid := serverPid(t, mnt)
+	before := fdCount(t, pid)
 	for i := range 300 {
 		f, err := os.Open(filepath.Join(mnt, "many", strconv.Itoa(i)))
 		must(t, err)
@@ -109,15 +101,7 @@ func TestListingsWithoutOpendir(t *testing.T) {
 		}
 		f.Close()
 	}
-	if after := fdCount(); after > before+2*64+8 {
+	if after := fdCount(t, pid); after > before+2*64+8 {
 		t.Errorf("the server holds %d descriptors after reading 300 directories part-way, %d before", after, before)
 	}
-}
-
-// mkdirAll makes dir/rel and its parents, and returns its path.
-func mkdirAll(t *testing.T, dir, rel string) string {
-	t.Helper()
-	p := filepath.Join(dir, rel)
-	must(t, os.MkdirAll(p, 0o755))
-	return p
 }
