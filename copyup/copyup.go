@@ -95,10 +95,16 @@ func build(src Source, tmp string, opt Options) error {
 	default:
 		return fmt.Errorf("unknown file type %o", st.Mode&unix.S_IFMT)
 	}
+	// The kernel's order (ovl_copy_up_metadata), with one difference it does not need: chown(2)
+	// from user space always drops security.capability, so the owner is set before the
+	// attributes rather than after.
+	if err := setOwnerMode(w, tmp, st); err != nil {
+		return err
+	}
 	if err := copyXattrs(src, w, tmp, opt); err != nil {
 		return err
 	}
-	return setMeta(w, tmp, st)
+	return setTimes(w, tmp, st)
 }
 
 // discard removes an object under construction, a directory with everything in it.

@@ -187,3 +187,62 @@ func TestRemoveAll(t *testing.T) {
 		t.Fatal("RemoveAll followed a symlink")
 	}
 }
+
+// capV2 is a version-2 security.capability value granting cap_net_raw, effective.
+var capV2 = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// TestPrivilegedAttributesSurvive: a file owned by someone else with a capability and an ACL
+// keeps both: the owner is set before the attributes (chown would drop the capability).
+func TestPrivilegedAttributesSurvive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: only root sets security.capability and gives files away")
+	}
+	f := newFixture(t)
+	p := filepath.Join(f.src, "ping")
+	if err := os.WriteFile(p, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(p, "security.capability", capV2, 0); err != nil {
+		t.Fatalf("setcap: %v", err)
+	}
+	// user::rwx user:1234:r-x group::r-x mask::r-x other::r-x
+	acl := []byte{2, 0, 0, 0,
+		1, 0, 7, 0, 0xff, 0xff, 0xff, 0xff,
+		2, 0, 5, 0, 0xd2, 4, 0, 0,
+		4, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+		0x10, 0, 5, 0, 0xff, 0xff, 0xff, 0xff,
+		0x20, 0, 5, 0, 0xff, 0xff, 0xff, 0xff}
+	if err := unix.Setxattr(p, "system.posix_acl_access", acl, 0); err != nil {
+		t.Fatalf("setfacl: %v", err)
+	}
+	if err := Object(f.source(t, "ping"), f.dstFd, "ping", Options{WorkFd: f.workFd}); err != nil {
+		t.Fatal(err)
+	}
+	q := filepath.Join(f.dst, "ping")
+	for name, want := range map[string][]byte{"security.capability": capV2, "system.posix_acl_access": acl} {
+		buf := make([]byte, 256)
+		n, err := unix.Getxattr(q, name, buf)
+		if err != nil || string(buf[:n]) != string(want) {
+			t.Errorf("%s after copy-up: %x, %v; want %x", name, buf[:max(n, 0)], err, want)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(q, &st); err != nil || st.Uid != 1000 || st.Mode&07777 != 0o755 {
+		t.Errorf("owner/mode %d %o (%v), want 1000 755", st.Uid, st.Mode&07777, err)
+	}
+}
+
+func TestMustCopyXattr(t *testing.T) {
+	for name, want := range map[string]bool{
+		"security.capability": true, "security.ima": true, "security.selinux": true,
+		"system.posix_acl_access": true, "system.posix_acl_default": true,
+		"user.color": false, "trusted.foo": false,
+	} {
+		if got := MustCopyXattr(name); got != want {
+			t.Errorf("MustCopyXattr(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -3,7 +3,9 @@ package copyup
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,8 +17,10 @@ func procPath(dirfd int, name string) string {
 }
 
 // copyXattrs copies src's extended attributes to tmp in w, less the skipped ones, then adds
-// opt.ExtraXattrs. Attributes the destination cannot take (security labels the caller may not
-// set, a filesystem without xattrs) are left out, as the kernel's copy-up does.
+// opt.ExtraXattrs. The error policy is the kernel's (ovl_copy_xattr): an attribute the
+// destination does not support (EOPNOTSUPP) is left out, unless it is one a copy must keep
+// (MustCopyXattr); any other failure fails the copy-up, so that no copy silently loses a
+// capability or an ACL.
 func copyXattrs(src Source, w int, tmp string, opt Options) error {
 	from := procPath(src.DirFd, src.Name)
 	to := procPath(w, tmp)
@@ -36,10 +40,10 @@ func copyXattrs(src Source, w int, tmp string, opt Options) error {
 			return err
 		}
 		if err := unix.Lsetxattr(to, name, val, 0); err != nil {
-			if errors.Is(err, unix.EPERM) || errors.Is(err, unix.ENOTSUP) {
+			if errors.Is(err, unix.EOPNOTSUPP) && !MustCopyXattr(name) {
 				continue
 			}
-			return err
+			return fmt.Errorf("copying attribute %s: %w", name, err)
 		}
 	}
 	for name, val := range opt.ExtraXattrs {
@@ -48,6 +52,13 @@ func copyXattrs(src Source, w int, tmp string, opt Options) error {
 		}
 	}
 	return nil
+}
+
+// MustCopyXattr reports whether a copy-up fails when attribute name cannot be copied: POSIX
+// ACLs and security.* (capabilities, IMA/EVM, labels), as the kernel's ovl_must_copy_xattr.
+func MustCopyXattr(name string) bool {
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default" ||
+		strings.HasPrefix(name, "security.")
 }
 
 // listXattrs lists the attribute names of path (not following a final symlink).
@@ -96,18 +107,22 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-// setMeta gives entry name of directory dirfd the owner, mode and times of st, in that order:
-// chown clears set-id bits, and every change moves ctime but not mtime. Nothing is flushed
-// here: as the kernel's overlayfs, a copy-up syncs a file's data only (copyFile).
-func setMeta(dirfd int, name string, st *unix.Stat_t) error {
+// setOwnerMode gives entry name of directory dirfd the owner and mode of st, in that order:
+// chown clears set-id bits (and capabilities, which is why attributes come after).
+func setOwnerMode(dirfd int, name string, st *unix.Stat_t) error {
 	if err := unix.Fchownat(dirfd, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
-		if err := unix.Fchmodat(dirfd, name, st.Mode&07777, 0); err != nil {
-			return err
-		}
+		return unix.Fchmodat(dirfd, name, st.Mode&07777, 0)
 	}
+	return nil
+}
+
+// setTimes gives entry name of directory dirfd the times of st; last, since every other change
+// moves ctime and some mtime. Nothing is flushed here: as the kernel's overlayfs, a copy-up
+// syncs a file's data only (copyFile).
+func setTimes(dirfd int, name string, st *unix.Stat_t) error {
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	return unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
