@@ -9,6 +9,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -30,6 +31,9 @@ type slot struct {
 	// layer): the new object replaces it, and a new directory there must be opaque.
 	whiteout bool
 	aufs     bool // the whiteout is a ".wh.<name>" file
+	// access and def are the ACLs an object built in the work directory for this slot must
+	// be given, as creating it in its directory would have (newMode).
+	access, def []byte
 }
 
 // checkName refuses names the merged view cannot hold.
@@ -82,6 +86,71 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 		return s, toErrno(err)
 	}
 	return s, 0
+}
+
+// newMode returns the mode a new object of the caller gets in the slot, as the kernel's
+// posix_acl_create decides it: where the directory has a default ACL, the mode masked by it
+// and never by the umask; elsewhere the mode less the caller's umask, if the kernel left that
+// to us (FUSE_DONT_MASK). An object made in place gets its ACLs from the filesystem; one
+// built in the work directory to replace a whiteout gets them from s.access and s.def, as the
+// kernel's create-over-whiteout sets them.
+func (n *node) newMode(ctx context.Context, s *slot, mode uint32, isDir bool) (uint32, syscall.Errno) {
+	def, err := defaultACL(s.dir.fd)
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	if def == nil {
+		if umask, ok := n.u.extras.umask(ctx); ok {
+			mode &^= umask
+		}
+		return mode, 0
+	}
+	if !s.whiteout {
+		return mode, 0
+	}
+	m, access, err := posixacl.Inherit(def, mode)
+	if err != nil {
+		return 0, syscall.EIO
+	}
+	s.access = access
+	if isDir {
+		s.def = def
+	}
+	return m, 0
+}
+
+// defaultACL reads the default ACL of the directory open as fd; nil if it has none.
+func defaultACL(fd int) ([]byte, error) {
+	p := procPath(fd, "")
+	buf := make([]byte, 256)
+	for {
+		sz, err := unix.Getxattr(p, posixacl.DefaultXattr, buf)
+		switch {
+		case err == nil:
+			return buf[:sz], nil
+		case errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP):
+			return nil, nil
+		case !errors.Is(err, unix.ERANGE):
+			return nil, err
+		}
+		if sz, err = unix.Getxattr(p, posixacl.DefaultXattr, nil); err != nil {
+			return nil, err
+		}
+		buf = make([]byte, sz)
+	}
+}
+
+// setInheritedACLs gives entry name of dirfd the ACLs newMode chose for the slot.
+func (s *slot) setInheritedACLs(dirfd int, name string) error {
+	if s.access != nil {
+		if err := unix.Lsetxattr(procPath(dirfd, name), posixacl.AccessXattr, s.access, 0); err != nil {
+			return err
+		}
+	}
+	if s.def != nil {
+		return unix.Lsetxattr(procPath(dirfd, name), posixacl.DefaultXattr, s.def, 0)
+	}
+	return nil
 }
 
 // place moves an object built in the work directory as tmp to the slot, replacing the
@@ -179,6 +248,9 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	if err == nil {
 		err = inheritSetgid(w, tmp, &s.dirSt)
 	}
+	if err == nil {
+		err = s.setInheritedACLs(w, tmp)
+	}
 	if err == nil && isDir {
 		// The name hid a lower object: the new directory must not merge with it.
 		if err = whiteout.SetOpaque(w, tmp, n.u.xattrPrefix()); err == nil {
@@ -219,6 +291,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		return nil, errno
 	}
 	defer s.dir.release()
+	if mode, errno = n.newMode(ctx, &s, mode, true); errno != 0 {
+		return nil, errno
+	}
 	errno = n.makeObject(ctx, &s, true, func(dirfd int, name string) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
@@ -239,6 +314,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		return nil, errno
 	}
 	defer s.dir.release()
+	if mode, errno = n.newMode(ctx, &s, mode, false); errno != 0 {
+		return nil, errno
+	}
 	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
 		return unix.Mknodat(dirfd, name, mode, int(dev))
 	})
@@ -271,6 +349,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	defer s.dir.release()
+	if mode, errno = n.newMode(ctx, &s, mode, false); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	fd := -1
 	fileFlags := int(flags &^ openFlagsMask)
 	if n.u.pt.enabled() {

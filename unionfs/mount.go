@@ -95,9 +95,13 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			MaxWrite:    1 << 20,
 			// The kernel checks POSIX ACLs itself, as overlayfs does, and caches them per inode:
 			// ls -l no longer sends two ACL reads per file every time.
-			EnableAcl:        true,
-			Debug:            cfg.Debug,
-			DirectMountFlags: directMountFlags(cfg),
+			EnableAcl: true,
+			// DONT_MASK: the umask applies only where the directory has no default ACL,
+			// which the server knows (reqextras.go); SETXATTR_EXT: setting an ACL says when
+			// the set-group-id bit must go.
+			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT,
+			Debug:             cfg.Debug,
+			DirectMountFlags:  directMountFlags(cfg),
 		},
 	}
 	if cfg.Debug && cfg.DebugLog != nil {
@@ -122,7 +126,7 @@ func serve(mnt string, root *node, opts *fs.Options) (*fuse.Server, error) {
 		hooks.debug = nil
 	}
 	opts.ServerCallbacks = hooks
-	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks}
+	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras}
 	srv, err := fuse.NewServer(raw, mnt, &opts.MountOptions)
 	if err != nil {
 		return nil, err

@@ -8,11 +8,14 @@ import "github.com/hanwen/go-fuse/v2/fuse"
 //     with, so only the hooks see the server and every backing-file registration passes
 //     through them (passthrough.go);
 //   - directories are opened without OPENDIR and read through handles of the hooks' own
-//     (dirstream.go).
+//     (dirstream.go);
+//   - what some requests carry that the node API drops (the umask, SETXATTR's flags) is filed
+//     for the node serving them (reqextras.go).
 type hookedFS struct {
 	fuse.RawFileSystem
 	hooks   *backingHooks
 	streams dirStreams
+	extras  *requestExtras
 }
 
 // Init hands the server to the hooks.

@@ -30,6 +30,15 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err := unix.Fstat(d.fd, &dirSt); err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
+	// Made in its directory, the file gets the default ACL from the filesystem; only the
+	// umask is ours to apply, where no default ACL replaces it.
+	if umask, ok := n.u.extras.umask(ctx); ok {
+		if def, err := defaultACL(d.fd); err != nil {
+			return nil, nil, 0, toErrno(err)
+		} else if def == nil {
+			mode &^= umask
+		}
+	}
 	fd, err := unix.Openat(d.fd, ".", int(flags&^openFlagsMask)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)

@@ -29,6 +29,8 @@ type unionFS struct {
 	pt passthrough
 	// selinux is set when the host runs SELinux (xattr.go, absentXattr).
 	selinux bool
+	// extras holds what in-flight requests carry beyond go-fuse's node API (reqextras.go).
+	extras requestExtras
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

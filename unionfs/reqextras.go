@@ -1,0 +1,93 @@
+package unionfs
+
+import (
+	"context"
+	"sync"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// Some of what the kernel sends never reaches go-fuse's node API: the caller's umask, which
+// the kernel leaves to us with FUSE_DONT_MASK (it applies only where the directory has no
+// default ACL, which the kernel cannot know), and SETXATTR's flags (FUSE_SETXATTR_EXT), which
+// say when setting an ACL must clear the set-group-id bit. The raw-level hooks file them
+// under the request's cancel channel, which go-fuse passes on unchanged as the node's
+// ctx.(*fuse.Context).Cancel, for the node to find while it serves that request.
+
+// requestExtra is what one request carries besides its node-level arguments.
+type requestExtra struct {
+	umask    uint32
+	hasUmask bool
+	// killSgid: the caller setting an access ACL is neither in the object's group nor
+	// privileged, so the set-group-id bit goes, as posix_acl_update_mode does.
+	killSgid bool
+}
+
+// requestExtras maps in-flight requests to their extras.
+type requestExtras struct{ m sync.Map }
+
+func (r *requestExtras) put(cancel <-chan struct{}, e requestExtra) { r.m.Store(cancel, e) }
+func (r *requestExtras) done(cancel <-chan struct{})                { r.m.Delete(cancel) }
+
+// of returns the extras of the request ctx serves, if it has any.
+func (r *requestExtras) of(ctx context.Context) (requestExtra, bool) {
+	c, ok := ctx.(*fuse.Context)
+	if !ok || c.Cancel == nil {
+		return requestExtra{}, false
+	}
+	v, ok := r.m.Load(c.Cancel)
+	if !ok {
+		return requestExtra{}, false
+	}
+	return v.(requestExtra), true
+}
+
+// umask returns the caller's umask when the kernel left applying it to us.
+func (r *requestExtras) umask(ctx context.Context) (uint32, bool) {
+	e, ok := r.of(ctx)
+	return e.umask, ok && e.hasUmask
+}
+
+// Create files the caller's umask for the node.
+func (h *hookedFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	h.extras.put(cancel, requestExtra{umask: in.Umask, hasUmask: h.dontMask()})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Create(cancel, in, name, out)
+}
+
+// Tmpfile files the caller's umask for the node.
+func (h *hookedFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	h.extras.put(cancel, requestExtra{umask: in.Umask, hasUmask: h.dontMask()})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Tmpfile(cancel, in, out)
+}
+
+// Mkdir files the caller's umask for the node.
+func (h *hookedFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	h.extras.put(cancel, requestExtra{umask: in.Umask, hasUmask: h.dontMask()})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Mkdir(cancel, in, name, out)
+}
+
+// Mknod files the caller's umask for the node.
+func (h *hookedFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	h.extras.put(cancel, requestExtra{umask: in.Umask, hasUmask: h.dontMask()})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Mknod(cancel, in, name, out)
+}
+
+// SetXAttr files SETXATTR's flags for the node.
+func (h *hookedFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	if in.SetXAttrFlags&fuse.SETXATTR_ACL_KILL_SGID == 0 {
+		return h.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	}
+	h.extras.put(cancel, requestExtra{killSgid: true})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.SetXAttr(cancel, in, attr, data)
+}
+
+// dontMask reports whether the kernel agreed to FUSE_DONT_MASK: only then is a request's
+// mode unmasked.
+func (h *hookedFS) dontMask() bool {
+	return h.hooks.srv != nil && h.hooks.srv.KernelSettings().Flags64()&fuse.CAP_DONT_MASK != 0
+}
