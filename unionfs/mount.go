@@ -58,7 +58,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}
-	root := &node{u: u, tmpFd: -1}
+	root := &node{u: u, keptFd: -1}
 	for i := range u.layers {
 		root.where = append(root.where, part{layer: i})
 	}

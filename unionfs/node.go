@@ -29,8 +29,10 @@ type node struct {
 	// dev and ino identify the topmost object itself, so that an operation can tell the
 	// object from another one that has taken its name since (a rename over it).
 	dev, ino uint64
-	// tmpFd holds an O_TMPFILE file that has no name yet (tmpfile.go); -1 otherwise.
-	tmpFd int
+	// keptFd reaches the object when no name does: an O_TMPFILE file that has no name yet
+	// (tmpfile.go), or a directory renamed over while the kernel still knows it (rename.go,
+	// keepReplacedDir); -1 otherwise. Closed when the kernel forgets the node.
+	keptFd int
 	// hidden names the work-directory link that keeps the object after its last name went
 	// (hide.go); "" otherwise.
 	hidden string
@@ -132,7 +134,7 @@ func (n *node) topLayer() *layer {
 // ESTALE (dirident.go).
 func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	parts := n.u.compact(res.parts, merged)
-	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, tmpFd: -1}
+	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, keptFd: -1}
 	shown := res.st
 	n.u.overrideAttr(res.parts[0], &shown)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.ino})
@@ -220,7 +222,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		n.mu.Lock()
 		if fd < 0 {
-			fd = n.tmpFd
+			fd = n.keptFd
 		}
 		n.mu.Unlock()
 		if fd < 0 {

@@ -169,6 +169,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 			return errno
 		}
 	}
+	if dstExists && dstIsDir && !exchange {
+		undo = np.keepReplacedDir(newName)
+	}
 	rflags := uint(0)
 	switch {
 	case exchange:
@@ -194,6 +197,42 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		unix.Unlinkat(dd.fd, whiteout.Prefix+newName, 0)
 	}
 	return 0
+}
+
+// keepReplacedDir keeps the directory the kernel knows at name in n answerable after a rename
+// replaces it: a descriptor opened on it (fstat, fchdir) still works on any filesystem, and
+// stat then says it has no links. The node keeps an O_PATH descriptor of its topmost object
+// until the kernel forgets it. The returned undo drops it again if the rename fails.
+func (n *node) keepReplacedDir(name string) (undo func()) {
+	undo = func() {}
+	ch := n.GetChild(name)
+	if ch == nil {
+		return undo
+	}
+	c, ok := ch.Operations().(*node)
+	if !ok || c.StableAttr().Mode != syscall.S_IFDIR {
+		return undo
+	}
+	top := c.top()
+	fd, err := c.u.layers[top.layer].open(top.path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return undo
+	}
+	c.mu.Lock()
+	old := c.keptFd
+	c.keptFd = fd
+	c.mu.Unlock()
+	if old >= 0 {
+		unix.Close(old)
+	}
+	return func() {
+		c.mu.Lock()
+		if c.keptFd == fd {
+			c.keptFd = -1
+		}
+		c.mu.Unlock()
+		unix.Close(fd)
+	}
 }
 
 // isMerged reports whether directory n merges lower layers.

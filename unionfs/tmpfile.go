@@ -64,7 +64,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	unix.CloseOnExec(keep)
 	ino := n.u.inoOf(n.u.upper(), st.Ino)
-	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, tmpFd: keep}
+	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, keptFd: keep}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	n.u.fillAttr(&out.Attr, &st, ino, 0)
 	fh, oflags, errno := child.handle(opened{fd: fd, upper: true}, int(flags&^openFlagsMask), true)
@@ -76,18 +76,18 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 func (n *node) tmpPath() (string, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.tmpFd < 0 {
+	if n.keptFd < 0 || n.StableAttr().Mode != unix.S_IFREG {
 		return "", false
 	}
-	return procPath(n.tmpFd, ""), true
+	return procPath(n.keptFd, ""), true
 }
 
 // named drops the kept descriptor once the file has a name.
 func (n *node) named() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.tmpFd >= 0 {
-		unix.Close(n.tmpFd)
-		n.tmpFd = -1
+	if n.keptFd >= 0 {
+		unix.Close(n.keptFd)
+		n.keptFd = -1
 	}
 }
