@@ -376,7 +376,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Close(fd)
 		return nil, nil, 0, errno
 	}
-	fh, oflags, errno := ch.Operations().(*node).handle(opened{fd: fd, upper: true}, fileFlags, true)
+	cn := ch.Operations().(*node)
+	fh, oflags, errno := cn.handle(opened{fd: fd, upper: true}, fileFlags, true)
+	if errno == 0 && cn.volatileAttrs() {
+		out.SetAttrTimeout(volatileTimeout) // the kernel knows nothing of it yet to drop
+	}
 	return ch, fh, oflags, errno
 }
 

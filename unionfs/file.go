@@ -144,7 +144,11 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, toErrno(err)
 		}
 	}
-	return n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags))
+	fh, fflags, errno := n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags))
+	if errno == 0 {
+		n.notifyWriter(fh)
+	}
+	return fh, fflags, errno
 }
 
 // opened is a descriptor of a node's object, as openTopSide made it.

@@ -201,6 +201,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		st.Nlink--
 		n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, 1)
+		if n.volatileAttrs() {
+			out.SetTimeout(volatileTimeout)
+		}
 		return 0
 	}
 	parts := n.parts()
@@ -242,6 +245,9 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
+	if n.volatileAttrs() {
+		out.SetTimeout(volatileTimeout)
+	}
 	return 0
 }
 

@@ -41,8 +41,9 @@ import (
 // ptState is a node's passthrough bookkeeping, guarded by node.mu.
 type ptState struct {
 	// lower and upper count the passthrough handles on each object given out and not yet
-	// released; cached counts the handles served through us while passthrough is on.
-	lower, upper, cached int
+	// released; cached counts the handles served through us while passthrough is on;
+	// writers counts the passthrough handles open for writing (volatileAttrs).
+	lower, upper, cached, writers int
 	// live is set while go-fuse holds a backing registration for the node, from the first
 	// registration until its unregistration, which follows the last release; liveUpper
 	// says it is on the upper copy.
@@ -57,6 +58,8 @@ type ptFile struct {
 	*file
 	// upper is the side of the object fd was opened on.
 	upper bool
+	// write says the file was opened for writing: it counts in ptState.writers.
+	write bool
 	// backing is a descriptor opened for the registration only (PassthroughFd), closed once
 	// the kernel holds the file; -1 otherwise.
 	backing int
@@ -156,18 +159,73 @@ func (n *node) handle(o opened, flags int, write bool) (fs.FileHandle, uint32, s
 	} else {
 		p.lower++
 	}
+	if write {
+		p.writers++
+	}
 	n.mu.Unlock()
-	return &ptFile{file: newFile(n, fd, flags, upper), upper: upper, backing: -1}, 0, 0
+	return &ptFile{file: newFile(n, fd, flags, upper), upper: upper, write: write, backing: -1}, 0, 0
+}
+
+// volatileAttrs reports whether the node's attributes may change without our knowing: a
+// passthrough file of it is open for writing, and writes through a shared mapping of it
+// change its times in the layer without a request. Its attributes are then given a
+// timeout of a nanosecond, so that every stat asks (as the kernel's overlayfs asks the
+// layer's inode), and an open for writing tells the kernel to drop what it had cached
+// (notifyWriter).
+func (n *node) volatileAttrs() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pt.writers > 0
+}
+
+// volatileTimeout marks the attributes of a node with volatileAttrs. go-fuse replaces a zero
+// timeout with the mount's, and the kernel rounds a nanosecond up to a jiffy, within which a
+// stat would still answer from its cache: the raw-level hooks turn this mark into a zero
+// timeout on the way out (noCache).
+const volatileTimeout = time.Nanosecond
+
+// noCache turns the volatileTimeout mark into a timeout of zero: the kernel then asks for the
+// attributes at every stat.
+func noCache(sec *uint64, nsec *uint32) {
+	if *sec == 0 && *nsec == uint32(volatileTimeout) {
+		*nsec = 0
+	}
+}
+
+// GetAttr answers as the node does, with volatile attributes never cached.
+func (h *hookedFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := h.RawFileSystem.GetAttr(cancel, in, out)
+	noCache(&out.AttrValid, &out.AttrValidNsec)
+	return st
+}
+
+// SetAttr answers as the node does, with volatile attributes never cached.
+func (h *hookedFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := h.RawFileSystem.SetAttr(cancel, in, out)
+	noCache(&out.AttrValid, &out.AttrValidNsec)
+	return st
+}
+
+// notifyWriter drops the attributes the kernel cached for n before a passthrough file was
+// opened for writing (volatileAttrs). An offset of -1 invalidates attributes only, which
+// takes no lock the OPEN being answered holds.
+func (n *node) notifyWriter(fh fs.FileHandle) {
+	if f, ok := fh.(*ptFile); ok && f.write {
+		n.NotifyContent(-1, 0)
+	}
 }
 
 // releasePassthrough ends a passthrough handle's count (ptFile.Release). go-fuse drops its
 // registration after this, which backingHooks reports.
-func (n *node) releasePassthrough(upper bool) {
+func (n *node) releasePassthrough(upper, write bool) {
 	n.mu.Lock()
 	if upper {
 		n.pt.upper--
 	} else {
 		n.pt.lower--
+	}
+	if write {
+		n.pt.writers--
 	}
 	n.pt.changed()
 	n.mu.Unlock()
@@ -300,6 +358,6 @@ func (h *backingHooks) InodeNotifyStoreCache(node uint64, offset int64, data []b
 // Release closes the file and ends its passthrough count.
 func (f *ptFile) Release(ctx context.Context) syscall.Errno {
 	errno := f.file.Release(ctx)
-	f.n.releasePassthrough(f.upper)
+	f.n.releasePassthrough(f.upper, f.write)
 	return errno
 }

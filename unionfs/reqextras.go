@@ -52,7 +52,9 @@ func (r *requestExtras) umask(ctx context.Context) (uint32, bool) {
 func (h *hookedFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	h.extras.put(cancel, requestExtra{umask: in.Umask, hasUmask: h.dontMask()})
 	defer h.extras.done(cancel)
-	return h.RawFileSystem.Create(cancel, in, name, out)
+	st := h.RawFileSystem.Create(cancel, in, name, out)
+	noCache(&out.AttrValid, &out.AttrValidNsec) // a passthrough writer (passthrough.go)
+	return st
 }
 
 // Tmpfile files the caller's umask for the node.
