@@ -176,7 +176,7 @@ func (n *node) openTopSide(flags int) (opened, error) {
 	} else {
 		top := n.top()
 		upper = n.u.layers[top.layer].upper
-		fd, err = n.u.layers[top.layer].open(top.path, flags, 0)
+		fd, err = n.u.layers[top.layer].openNoatime(top.path, flags, 0)
 	}
 	if err != nil {
 		return opened{fd: -1}, err

@@ -22,6 +22,9 @@ type layer struct {
 	// overrideXattr names the attribute the layer's objects keep their owner and mode in
 	// when they cannot hold them (overridestat.go); "" when they do not. Set before serving.
 	overrideXattr string
+	// noatime and nodiratime say that reads through the mount must not move the atimes of
+	// the layer's files or directories (atime.go). Set before serving.
+	noatime, nodiratime bool
 }
 
 func openLayer(path string) (*layer, error) {

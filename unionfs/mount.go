@@ -74,6 +74,24 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
+	// Word options (noatime, nosuid, ...) are mount(2) flags when we mount directly, and
+	// fusermount3's business otherwise. With any of them a direct mount that fails is an
+	// error, not a fall-back to fusermount3, which would drop them silently.
+	direct := os.Geteuid() == 0
+	mflags, options := splitMountFlags(cfg.MountOptions, directMountFlags(cfg))
+	if mflags == 0 {
+		// go-fuse takes 0 for "nosuid,nodev"; the old magic number means no flags (and
+		// cannot go with others: it shares bits with MS_RELATIME and MS_STRICTATIME).
+		mflags = unix.MS_MGC_VAL
+	}
+	if !direct {
+		if options, err = fusermountOptions(cfg.MountOptions); err != nil {
+			u.close()
+			return nil, err
+		}
+	}
+	u.setAtimePolicy()
+
 	// Objects change only through this mount (lowers are read-only and the upper is ours, as
 	// with the kernel), and every change it makes reaches the kernel in the reply to the
 	// operation or by a notification (copyup.go), so the kernel may cache what it is told.
@@ -89,10 +107,11 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			Name:   "layerfs",
 			// The kernel checks permissions against the attributes we report, as overlayfs
 			// checks them against the merged inode.
-			Options:     append([]string{"default_permissions"}, cfg.MountOptions...),
-			AllowOther:  os.Geteuid() == 0,
-			DirectMount: os.Geteuid() == 0,
-			MaxWrite:    1 << 20,
+			Options:           append([]string{"default_permissions"}, options...),
+			AllowOther:        direct,
+			DirectMount:       direct,
+			DirectMountStrict: direct && len(options) < len(cfg.MountOptions),
+			MaxWrite:          1 << 20,
 			// The kernel checks POSIX ACLs itself, as overlayfs does, and caches them per inode:
 			// ls -l no longer sends two ACL reads per file every time.
 			EnableAcl: true,
@@ -101,7 +120,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			// the set-group-id bit must go.
 			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT,
 			Debug:             cfg.Debug,
-			DirectMountFlags:  directMountFlags(cfg),
+			DirectMountFlags:  mflags,
 		},
 	}
 	if cfg.Debug && cfg.DebugLog != nil {
@@ -159,7 +178,7 @@ func fsName(cfg Config) string {
 // for a kernel overlay mount, so set-uid programs and device nodes in an image work; read-only
 // without an upper layer so every write fails with EROFS in the kernel already.
 func directMountFlags(cfg Config) uintptr {
-	flags := uintptr(unix.MS_MGC_VAL)
+	flags := uintptr(0)
 	if cfg.ReadOnly() {
 		flags |= unix.MS_RDONLY
 	}

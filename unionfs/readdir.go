@@ -19,7 +19,7 @@ type dirent struct {
 // readDirents lists directory rel of the layer with getdents64, keeping d_ino and d_type so
 // that a listing needs no stat per entry.
 func (l *layer) readDirents(rel string) ([]dirent, error) {
-	fd, err := l.open(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := l.openNoatime(rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, err
 	}
