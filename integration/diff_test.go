@@ -141,6 +141,9 @@ type prevTimes map[string]int64
 
 func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 	root := t.TempDir()
+	// The user-* operations run as testUID, who must reach the mounts.
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
 	st := buildReadStack(t, filepath.Join(root, "l"))
 	copyTree(t, filepath.Join(root, "l"), filepath.Join(root, "k"))
 	kst := rebase(st, filepath.Join(root, "l"), filepath.Join(root, "k"))

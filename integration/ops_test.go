@@ -6,10 +6,12 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,10 +40,36 @@ func (o op) String() string {
 		s += fmt.Sprintf(" (mode %o)", o.Mode)
 	case "chown":
 		s += fmt.Sprintf(" (%d:%d)", o.N, o.Off)
-	case "setxattr":
+	case "setxattr", "setfacl", "setfacl-default", "user-setfacl":
 		s += fmt.Sprintf(" (%s=%q)", o.B, o.Data)
 	}
 	return s
+}
+
+// testUID and testGID are who the user-* operations run as: not root, not in the groups of
+// the stack's objects but its own (1000:1000 owns some of them).
+const testUID, testGID = 1000, 1000
+
+// withFsIDs runs fn on an OS thread of its own whose filesystem ids are testUID and testGID.
+// Linux credentials are per thread, and a change of the fsuid away from 0 drops the
+// filesystem capabilities (CAP_FOWNER, CAP_FSETID, CAP_CHOWN, ...): fn's calls are checked,
+// and reach FUSE servers, as that user's. The thread is never unlocked, so Go ends it with
+// the goroutine instead of reusing it.
+func withFsIDs(fn func() string) string {
+	ch := make(chan string)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setfsgid(testGID); err != nil {
+			ch <- "setfsgid: " + err.Error()
+			return
+		}
+		if err := unix.Setfsuid(testUID); err != nil {
+			ch <- "setfsuid: " + err.Error()
+			return
+		}
+		ch <- fn()
+	}()
+	return <-ch
 }
 
 // errName names an error by its errno, "ok" for none.
@@ -59,8 +87,13 @@ func errName(err error) string {
 // fixedTime is what utimes ops set, so that changed times compare exactly.
 var fixedTime = []unix.Timespec{unix.NsecToTimespec(1234567890123456789), unix.NsecToTimespec(1111111111222222222)}
 
-// apply runs o on the mount at root and returns what a program would see.
+// apply runs o on the mount at root and returns what a program would see. A "user-" kind runs
+// the kind after the prefix as an unprivileged user (withFsIDs).
 func (o op) apply(root string) string {
+	if inner, ok := strings.CutPrefix(o.Kind, "user-"); ok {
+		o.Kind = inner
+		return withFsIDs(func() string { return o.apply(root) })
+	}
 	p := func(rel string) string { return filepath.Join(root, rel) }
 	// Writes never follow a symlink out of the tree: O_NOFOLLOW everywhere.
 	const wflags = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
@@ -129,6 +162,14 @@ func (o op) apply(root string) string {
 		return errName(unix.Lsetxattr(p(o.A), o.B, o.Data, 0))
 	case "removexattr":
 		return errName(unix.Lremovexattr(p(o.A), o.B))
+	case "setcap":
+		return errName(unix.Lsetxattr(p(o.A), "security.capability", capNetRaw, 0))
+	case "setfacl":
+		return errName(unix.Lsetxattr(p(o.A), posixacl.AccessXattr, o.Data, 0))
+	case "setfacl-default":
+		return errName(unix.Lsetxattr(p(o.A), posixacl.DefaultXattr, o.Data, 0))
+	case "chgrp":
+		return errName(unix.Lchown(p(o.A), -1, int(o.Off)))
 	case "setxattr-private":
 		return errName(unix.Lsetxattr(p(o.A), "trusted.overlay.opaque", []byte("y"), 0))
 	case "create-marker":
@@ -223,20 +264,26 @@ type opGen struct {
 	rnd   *rand.Rand
 	names []string // existing paths, sorted
 	dirs  []string // existing directories (with "" for the root)
+	owned []string // existing paths testUID owns, for the user-* kinds
 	fresh int
 }
 
 func (g *opGen) update(tr tree) {
 	g.names = g.names[:0]
 	g.dirs = append(g.dirs[:0], "")
+	g.owned = g.owned[:0]
 	for p, e := range tr {
 		g.names = append(g.names, p)
 		if e.Type == "dir" {
 			g.dirs = append(g.dirs, p)
 		}
+		if e.Uid == testUID {
+			g.owned = append(g.owned, p)
+		}
 	}
 	sort.Strings(g.names)
 	sort.Strings(g.dirs)
+	sort.Strings(g.owned)
 }
 
 func (g *opGen) existing() string {
@@ -280,6 +327,9 @@ var opKinds = []struct {
 	{"chmod", 4}, {"chown", 3}, {"utimes", 3}, {"setxattr", 4}, {"removexattr", 3},
 	{"read", 6}, {"readdir", 4}, {"stat", 4},
 	{"setxattr-private", 1}, {"create-marker", 1},
+	{"setcap", 2}, {"setfacl", 2}, {"setfacl-default", 2},
+	{"user-append", 3}, {"user-truncate", 2}, {"user-create", 2}, {"user-chmod", 2},
+	{"user-chgrp", 1}, {"user-setfacl", 2}, {"user-setcap", 1}, {"user-mkdir", 1},
 }
 
 // documented lists the kinds where layerfs differs from the kernel on purpose (README, "What
@@ -306,7 +356,7 @@ var documented = map[string]func(o op, kernelRoot string) string{
 	},
 }
 
-func (g *opGen) next() op {
+func (g *opGen) next() (o op) {
 	total := 0
 	for _, k := range opKinds {
 		total += k.weight
@@ -320,7 +370,17 @@ func (g *opGen) next() op {
 		}
 		r -= k.weight
 	}
-	o := op{Kind: kind}
+	o = op{Kind: kind}
+	user := false
+	if inner, ok := strings.CutPrefix(kind, "user-"); ok {
+		kind, user = inner, true
+	}
+	defer func() {
+		// An unprivileged user can change little but what it owns: aim there half the time.
+		if user && len(g.owned) > 0 && g.rnd.Intn(2) == 0 && kind != "create" && kind != "mkdir" {
+			o.A = g.owned[g.rnd.Intn(len(g.owned))]
+		}
+	}()
 	switch kind {
 	case "write", "pwrite-trunc":
 		o.A, o.Off, o.Data = g.existing(), int64(g.rnd.Intn(20000)), g.data()
@@ -341,8 +401,18 @@ func (g *opGen) next() op {
 		o.A, o.B = g.existing(), g.target()
 	case "symlink":
 		o.A, o.B = g.target(), filepath.Base(g.existing())
-	case "setxattr-private":
+	case "setxattr-private", "setcap":
 		o.A = g.existing()
+	case "setfacl", "setfacl-default":
+		o.A = g.existing()
+		o.Data = aclValue(uint16(g.rnd.Intn(8)), uint32(1234+g.rnd.Intn(2)), uint16(g.rnd.Intn(8)))
+		if kind == "setfacl" {
+			o.B = posixacl.AccessXattr
+		} else {
+			o.B = posixacl.DefaultXattr
+		}
+	case "chgrp":
+		o.A, o.Off = g.existing(), int64([]int{0, testGID, 5678}[g.rnd.Intn(3)])
 	case "create-marker":
 		o.A = filepath.Join(g.dirs[g.rnd.Intn(len(g.dirs))], ".wh.marker")
 	case "chmod":
@@ -353,8 +423,15 @@ func (g *opGen) next() op {
 		o.A, o.B, o.Data = g.existing(), fmt.Sprintf("user.k%d", g.rnd.Intn(3)), []byte(fmt.Sprint(g.rnd.Intn(100)))
 	case "removexattr":
 		o.A, o.B = g.existing(), fmt.Sprintf("user.k%d", g.rnd.Intn(3))
-		if g.rnd.Intn(3) == 0 {
+		switch g.rnd.Intn(6) {
+		case 0, 1:
 			o.B = "user.color"
+		case 2:
+			o.B = "security.capability"
+		case 3:
+			o.B = posixacl.AccessXattr
+		case 4:
+			o.B = posixacl.DefaultXattr
 		}
 	}
 	return o

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -23,7 +24,7 @@ type entry struct {
 	Size   int64 // regular files and symlinks
 	Data   string
 	Target string
-	Xattrs string // sorted user.* name=value pairs
+	Xattrs string // sorted name=value pairs of every attribute but the overlay's private ones
 	Mtime  int64  // nanoseconds
 	Nlink  uint64
 	Rdev   uint64
@@ -103,35 +104,67 @@ func lstatEntry(t testing.TB, p string) entry {
 	case "chr", "blk":
 		e.Rdev = st.Rdev
 	}
-	e.Xattrs = userXattrs(t, p)
+	e.Xattrs = allXattrs(t, p)
 	return e
+}
+
+// allXattrs lists every extended attribute of p with its value (capabilities, ACLs, trusted.*
+// and security.* as well as user.*), but the overlay's private ones, which neither the kernel
+// nor layerfs shows in a merged view and which differ between their uppers by design.
+func allXattrs(t testing.TB, p string) string {
+	t.Helper()
+	return xattrsWhere(t, p, keepAllButPrivate)
+}
+
+func keepAllButPrivate(name string) bool {
+	return !strings.HasPrefix(name, "trusted.overlay.") && !strings.HasPrefix(name, "user.overlay.")
 }
 
 func userXattrs(t testing.TB, p string) string {
 	t.Helper()
+	return xattrsWhere(t, p, func(name string) bool { return strings.HasPrefix(name, "user.") })
+}
+
+// xattrsWhere is xattrList, failing t on an error.
+func xattrsWhere(t testing.TB, p string, keep func(string) bool) string {
+	t.Helper()
+	x, err := xattrList(p, keep)
+	if err != nil {
+		t.Fatalf("attributes of %s: %v", p, err)
+	}
+	return x
+}
+
+// xattrList lists the attributes of p whose names keep accepts, sorted, as name=value pairs
+// (the value quoted where it is not printable).
+func xattrList(p string, keep func(string) bool) (string, error) {
 	sz, err := unix.Llistxattr(p, nil)
 	if err != nil || sz == 0 {
-		return ""
+		return "", nil
 	}
 	buf := make([]byte, sz)
 	sz, err = unix.Llistxattr(p, buf)
 	if err != nil {
-		t.Fatalf("listxattr %s: %v", p, err)
+		return "", fmt.Errorf("listxattr: %w", err)
 	}
 	var pairs []string
 	for _, name := range strings.Split(string(buf[:sz]), "\x00") {
-		if !strings.HasPrefix(name, "user.") {
+		if name == "" || !keep(name) {
 			continue
 		}
 		val := make([]byte, 4096)
 		n, err := unix.Lgetxattr(p, name, val)
 		if err != nil {
-			t.Fatalf("getxattr %s %s: %v", p, name, err)
+			return "", fmt.Errorf("getxattr %s: %w", name, err)
 		}
-		pairs = append(pairs, name+"="+string(val[:n]))
+		v := string(val[:n])
+		if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r > '~' }) {
+			v = strconv.Quote(v)
+		}
+		pairs = append(pairs, name+"="+v)
 	}
 	sort.Strings(pairs)
-	return strings.Join(pairs, ";")
+	return strings.Join(pairs, ";"), nil
 }
 
 func typeName(mode uint32) string {

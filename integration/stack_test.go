@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"golang.org/x/sys/unix"
 )
 
@@ -69,6 +70,12 @@ func (b builder) xattr(rel, name, value string) {
 func (b builder) chown(rel string, uid, gid int) {
 	b.t.Helper()
 	b.check(os.Lchown(b.p(rel), uid, gid))
+}
+
+// chmod sets the mode bits, set-id bits included (chown clears those of a file).
+func (b builder) chmod(rel string, mode uint32) {
+	b.t.Helper()
+	b.check(unix.Chmod(b.p(rel), mode))
 }
 
 // settle gives every object below root the fixed timestamp, deepest first so that setting a
@@ -175,9 +182,53 @@ func buildReadStack(t testing.TB, root string) stack {
 	l3.dir("opq2", 0o755)
 	l3.file("opq2/stale", "hidden by upper opaque opq2", 0o644)
 
+	// Attributes beyond user.*: a file capability (ping, as Debian's iputils ships it), a
+	// set-uid file with one owned by someone else, access and default ACLs, trusted.*. A
+	// copy-up must keep them all, in the kernel's order (owner first, which drops
+	// capabilities); a chown or a write by a non-root owner drops them.
+	l3.file("ping", "ping\n", 0o755)
+	l3.xattr("ping", "security.capability", string(capNetRaw))
+	l3.file("capsuid", "owned by 1000, set-uid, with a capability", 0o4775)
+	l3.chown("capsuid", 1000, 1000)
+	l3.chmod("capsuid", 0o4775)
+	l3.xattr("capsuid", "security.capability", string(capNetRaw))
+	l3.file("acl", "with an access ACL", 0o640)
+	l3.xattr("acl", posixacl.AccessXattr, string(aclValue(0o6, 1234, 0o4)))
+	l3.file("trusted", "with a trusted.* attribute", 0o644)
+	l3.xattr("trusted", "trusted.colour", "red")
+	l3.dir("dacl", 0o775)
+	l3.xattr("dacl", posixacl.DefaultXattr, string(aclValue(0o7, 1234, 0o7)))
+	l3.file("dacl/f", "inherited nothing: made before the default ACL", 0o644)
+	l3.dir("dacl/sub", 0o755)
+	l3.file("dacl/sub/g", "g", 0o644)
+	l2.file("dacl/l2f", "from l2", 0o644)
+	l3.dir("theirs", 0o2775) // a non-root owner outside the group: setfacl clears set-gid
+	l3.chown("theirs", 1000, 5678)
+	l3.file("theirs/f", "set-gid, owned by 1000:5678", 0o2775)
+	l3.chown("theirs/f", 1000, 5678)
+	l3.chmod("theirs/f", 0o2775)
+	up.dir("udacl", 0o755)
+	up.xattr("udacl", posixacl.DefaultXattr, string(aclValue(0o7, 99, 0o5)))
+
 	for _, b := range []builder{l3, l2, l1, up} {
 		b.settle()
 	}
 	builder{t, root + "/empty"}.settle()
 	return st
+}
+
+// capNetRaw is a version-2 security.capability value: cap_net_raw, permitted and effective.
+var capNetRaw = []byte{1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// aclValue is a POSIX ACL in attribute form: the owner with perm, user uid with uperm, group
+// r-x, a mask of rwx, others r--.
+func aclValue(perm uint16, uid uint32, uperm uint16) []byte {
+	const none = 0xffffffff
+	return posixacl.Marshal([]posixacl.Entry{
+		{Tag: posixacl.TagUserObj, Perm: perm, ID: none},
+		{Tag: posixacl.TagUser, Perm: uperm, ID: uid},
+		{Tag: posixacl.TagGroupObj, Perm: 5, ID: none},
+		{Tag: posixacl.TagMask, Perm: 7, ID: none},
+		{Tag: posixacl.TagOther, Perm: 4, ID: none},
+	})
 }

@@ -1,0 +1,374 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/layerfs/layerfs/unionfs/posixacl"
+	"golang.org/x/sys/unix"
+)
+
+// The tests here run one script on the kernel's overlayfs and on the program under test, each
+// on its own copy of one stack, and require the same answers: behaviour found to differ once
+// outside what the differential harness's random operations reach often enough.
+
+// twoMounts builds a stack with build, copies it, and mounts the kernel's overlayfs on one copy
+// (with mount flags kernelFlags) and each of sides (layerfs mount modes, as mountSide names
+// them; with -o opts) on one copy each. It returns the mounts by side name.
+func twoMounts(t *testing.T, build func(lower, upper builder), kernelFlags uintptr, opts []string, sides ...string) map[string]string {
+	t.Helper()
+	root := t.TempDir()
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
+	st := stack{Lowers: []string{root + "/base/lower"}, Upper: root + "/base/upper", Work: root + "/base/work"}
+	for _, d := range []string{st.Lowers[0], st.Upper, st.Work} {
+		mkdir(t, d, "")
+	}
+	build(builder{t, st.Lowers[0]}, builder{t, st.Upper})
+	mnts := map[string]string{}
+	for _, side := range append([]string{"kernel"}, sides...) {
+		copyTree(t, root+"/base", root+"/"+side)
+		sst := rebase(st, root+"/base", root+"/"+side)
+		mnt := mkdir(t, root, "mnt-"+side)
+		if side == "kernel" {
+			o := sst.options()
+			if err := unix.Mount("overlay", mnt, "overlay", kernelFlags, o); err != nil {
+				t.Fatalf("mount -t overlay -o %s %s: %v", o, mnt, err)
+			}
+			t.Cleanup(func() {
+				if err := syscallUnmount(mnt); err != nil {
+					t.Errorf("umount %s: %v; detaching", mnt, err)
+					unix.Unmount(mnt, unix.MNT_DETACH)
+				}
+			})
+		} else {
+			var extra []string
+			switch side {
+			case "noopen", "nopassthrough":
+				extra = append(extra, "-o", side)
+			}
+			if len(opts) > 0 {
+				extra = append(extra, "-o", strings.Join(opts, ","))
+			}
+			mountLayerfs(t, sst, mnt, extra...)
+		}
+		mnts[side] = mnt
+	}
+	return mnts
+}
+
+// sameAnswers runs script on every mount and fails t where an answer differs from the
+// kernel's.
+func sameAnswers(t *testing.T, mnts map[string]string, script func(mnt string) []string) {
+	t.Helper()
+	documentedAnswers(t, mnts, script, nil)
+}
+
+// documentedAnswers is sameAnswers where the README ("What differs") documents a difference:
+// documented turns the kernel's answers into the ones documented for side.
+func documentedAnswers(t *testing.T, mnts map[string]string, script func(mnt string) []string, documented func(side string, want []string)) {
+	t.Helper()
+	kernel := script(mnts["kernel"])
+	for side, mnt := range mnts {
+		if side == "kernel" {
+			continue
+		}
+		want := append([]string(nil), kernel...)
+		if documented != nil {
+			documented(side, want)
+		}
+		got := script(mnt)
+		for i := range max(len(want), len(got)) {
+			w, g := "(none)", "(none)"
+			if i < len(want) {
+				w = want[i]
+			}
+			if i < len(got) {
+				g = got[i]
+			}
+			if w != g {
+				t.Errorf("%s: step %d:\n kernel: %s\n %s: %s", side, i, w, side, g)
+			}
+		}
+	}
+}
+
+// attrs describes what a test compares of one object: type, mode, owner, every attribute.
+func attrs(p string) string {
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return errName(err)
+	}
+	x, err := xattrList(p, keepAllButPrivate)
+	if err != nil {
+		x = "listing attributes: " + errName(err)
+	}
+	return fmt.Sprintf("%s %o %d:%d nlink=%d %s", typeName(st.Mode), st.Mode&07777, st.Uid, st.Gid, st.Nlink, x)
+}
+
+// TestCapabilitiesKept: a copy-up keeps security.capability (set after the owner, which
+// drops it), chown of a capability file succeeds and drops it, as chown always does, and a
+// write by a non-root owner drops it with the set-uid bit.
+func TestCapabilitiesKept(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		for _, name := range []string{"chmod", "chown", "truncate", "write", "setfattr"} {
+			lower.file(name, "ping\n", 0o755)
+			lower.xattr(name, "security.capability", string(capNetRaw))
+		}
+		lower.file("mine", "owned by the test user\n", 0o4777)
+		lower.chown("mine", testUID, testGID)
+		lower.chmod("mine", 0o4777)
+		lower.xattr("mine", "security.capability", string(capNetRaw))
+		lower.settle()
+	}, 0, nil, testedName(), "nopassthrough", "noopen")
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		return []string{
+			errName(unix.Chmod(p("chmod"), 0o700)), attrs(p("chmod")),
+			errName(unix.Chown(p("chown"), testUID, testGID)), attrs(p("chown")),
+			errName(unix.Truncate(p("truncate"), 2)), attrs(p("truncate")),
+			errName(unix.Setxattr(p("setfattr"), "user.x", []byte("1"), 0)), attrs(p("setfattr")),
+			withFsIDs(func() string {
+				f, err := os.OpenFile(p("mine"), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return errName(err)
+				}
+				_, err = f.WriteString("more\n")
+				f.Close()
+				return errName(err)
+			}), attrs(p("mine")),
+		}
+	})
+}
+
+// TestDefaultACLs: with a default ACL on the directory the umask does not apply, and a name
+// re-created where a whiteout stands inherits the ACL as one made anywhere else.
+func TestDefaultACLs(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.dir("d", 0o775)
+		lower.xattr("d", posixacl.DefaultXattr, string(aclValue(0o7, 1234, 0o7)))
+		lower.file("d/f", "made before the default ACL", 0o644)
+		lower.file("d/sub/g", "g", 0o644)
+		lower.dir("plain", 0o755)
+		lower.settle()
+	}, 0, nil, testedName(), "noopen")
+	old := unix.Umask(0o022)
+	defer unix.Umask(old)
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		create := func(n string, mode uint32) string {
+			fd, err := unix.Open(p(n), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, mode)
+			if err == nil {
+				unix.Close(fd)
+			}
+			return errName(err) + " " + attrs(p(n))
+		}
+		return []string{
+			create("d/new", 0o666),
+			errName(unix.Mkdir(p("d/newdir"), 0o777)), attrs(p("d/newdir")),
+			errName(unix.Mkfifo(p("d/fifo"), 0o666)), attrs(p("d/fifo")),
+			errName(unix.Unlink(p("d/f"))), create("d/f", 0o666),
+			errName(os.RemoveAll(p("d/sub"))), errName(unix.Mkdir(p("d/sub"), 0o777)), attrs(p("d/sub")),
+			create("d/sub/h", 0o640),
+			create("plain/masked", 0o666),
+			errName(unix.Mkdir(p("plain/maskeddir"), 0o777)), attrs(p("plain/maskeddir")),
+		}
+	})
+}
+
+// TestACLClearsSetgid: an owner outside the object's group who sets its ACL loses the
+// set-group-id bit, as with chmod.
+func TestACLClearsSetgid(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.dir("theirs", 0o2775)
+		lower.chown("theirs", testUID, 5678)
+		lower.file("theirs/f", "x", 0o2775)
+		lower.chown("theirs/f", testUID, 5678)
+		lower.chmod("theirs/f", 0o2775)
+		lower.file("ours", "x", 0o2775)
+		lower.chown("ours", testUID, testGID)
+		lower.chmod("ours", 0o2775)
+		lower.settle()
+	}, 0, nil, testedName(), "noopen")
+	acl := aclValue(0o7, 1234, 0o5)
+	sameAnswers(t, mnts, func(m string) []string {
+		var out []string
+		for _, n := range []string{"theirs", "theirs/f", "ours"} {
+			p := filepath.Join(m, n)
+			out = append(out, withFsIDs(func() string { return errName(unix.Setxattr(p, posixacl.AccessXattr, acl, 0)) }), attrs(p))
+		}
+		return out
+	})
+}
+
+// TestReplacedDirectoryDescriptor: a descriptor of a directory that a rename replaced still
+// answers fstat, with no links left (go-fuse's posixtest RenameOpenDir).
+func TestReplacedDirectoryDescriptor(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.dir("lowerdir", 0o750)
+		lower.settle()
+	}, 0, nil, testedName(), "noopen")
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		var out []string
+		must(t, os.Mkdir(p("dir1"), 0o755))
+		must(t, os.Mkdir(p("dir2"), 0o700))
+		must(t, os.Mkdir(p("dir3"), 0o711))
+		for _, c := range [][2]string{{"dir1", "dir2"}, {"dir3", "lowerdir"}} {
+			fd, err := unix.Open(p(c[1]), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after unix.Stat_t
+			must(t, unix.Fstat(fd, &before))
+			out = append(out, errName(unix.Rename(p(c[0]), p(c[1]))))
+			err = unix.Fstat(fd, &after)
+			out = append(out, fmt.Sprintf("fstat %s: %s mode %o nlink %d same ino %v", c[1], errName(err), after.Mode, after.Nlink, after.Ino == before.Ino))
+			unix.Close(fd)
+		}
+		return out
+	})
+}
+
+// TestMappedWriteTimes: a write through a shared mapping shows in stat at once, with and
+// without passthrough, for an upper file and for a lower one copied up by the open.
+func TestMappedWriteTimes(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.file("lower", strings.Repeat("l", 8192), 0o644)
+		upper.file("upper", strings.Repeat("u", 8192), 0o644)
+		lower.settle()
+		upper.settle()
+	}, 0, nil, testedName(), "nopassthrough")
+	// Without passthrough the mapping is FUSE's page cache: a FUSE inode takes no times in
+	// the kernel (S_NOCMTIME without writeback caching), so the store moves mtime only when
+	// the page is written back to layerfs (msync, munmap, writeback). README, "What differs".
+	documented := func(side string, want []string) {
+		if side == "nopassthrough" {
+			for i := range want {
+				want[i] = strings.Replace(want[i], "moved by the store true", "moved by the store false", 1)
+			}
+		}
+	}
+	documentedAnswers(t, mnts, func(m string) []string {
+		var out []string
+		for _, n := range []string{"upper", "lower"} {
+			p := filepath.Join(m, n)
+			var before unix.Stat_t
+			must(t, unix.Stat(p, &before))
+			fd, err := unix.Open(p, unix.O_RDWR|unix.O_CLOEXEC, 0)
+			must(t, err)
+			data, err := unix.Mmap(fd, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			must(t, err)
+			var mapped, written, during, after unix.Stat_t
+			must(t, unix.Stat(p, &mapped)) // a stat the kernel may answer from its cache
+			copy(data, "mapped")
+			must(t, unix.Stat(p, &written))
+			must(t, unix.Msync(data, unix.MS_SYNC))
+			must(t, unix.Stat(p, &during))
+			must(t, unix.Munmap(data))
+			unix.Close(fd)
+			must(t, unix.Stat(p, &after))
+			out = append(out, fmt.Sprintf("%s: mtime moved by the store %v; after msync %v, ctime %v; after close %v",
+				n, written.Mtim != before.Mtim, during.Mtim != before.Mtim, during.Ctim != before.Ctim, after.Mtim != before.Mtim))
+			got, err := os.ReadFile(p)
+			must(t, err)
+			out = append(out, string(got[:8]))
+		}
+		return out
+	}, documented)
+}
+
+// TestAtimeOptions: the access-time options mount directly as root and mean what they mean
+// on the kernel's overlayfs: reads never move a lower object's atime, and move an upper one's
+// as the option says.
+func TestAtimeOptions(t *testing.T) {
+	needMounts(t)
+	for _, o := range []struct {
+		opt   string
+		flags uintptr
+	}{
+		{"", 0}, {"relatime", unix.MS_RELATIME}, {"noatime", unix.MS_NOATIME},
+		{"strictatime", unix.MS_STRICTATIME}, {"nodiratime", unix.MS_NODIRATIME},
+	} {
+		t.Run("opt="+o.opt, func(t *testing.T) {
+			var opts []string
+			if o.opt != "" {
+				opts = []string{o.opt}
+			}
+			mnts := twoMounts(t, func(lower, upper builder) {
+				lower.file("lf", "lower file", 0o644)
+				lower.file("ld/x", "x", 0o644)
+				upper.file("uf", "upper file", 0o644)
+				upper.file("ud/y", "y", 0o644)
+				lower.settle()
+				upper.settle()
+				// atime before mtime: relatime updates it at the first read.
+				for _, b := range []builder{lower, upper} {
+					filepath.Walk(b.root, func(p string, _ os.FileInfo, _ error) error {
+						ts := []unix.Timespec{unix.NsecToTimespec(old.UnixNano() - 1e9), {Nsec: unix.UTIME_OMIT}}
+						return unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+					})
+				}
+			}, o.flags, opts, testedName())
+			var documented func(string, []string)
+			if o.opt == "strictatime" {
+				// FUSE inodes never take an atime in the kernel (S_NOATIME): a read served
+				// from the page cache moves none, and one that reaches layerfs moves the
+				// upper file's as the upper filesystem's own option (relatime) says.
+				documented = func(_ string, want []string) {
+					want[4] = strings.Replace(want[4], "moved true", "moved false", 1)
+				}
+			}
+			documentedAnswers(t, mnts, func(m string) []string {
+				out := []string{"mount options: " + atimeOption(t, m)}
+				atime := func(n string) unix.Timespec {
+					var st unix.Stat_t
+					must(t, unix.Stat(filepath.Join(m, n), &st))
+					return st.Atim
+				}
+				for _, n := range []string{"lf", "uf", "lf", "uf"} {
+					before := atime(n)
+					// The clock must tick between two reads for strictatime to show.
+					time.Sleep(10 * time.Millisecond)
+					_, err := os.ReadFile(filepath.Join(m, n))
+					out = append(out, fmt.Sprintf("read %s: %s atime moved %v", n, errName(err), atime(n) != before))
+				}
+				for _, n := range []string{"ld", "ud"} {
+					before := atime(n)
+					_, err := os.ReadDir(filepath.Join(m, n))
+					out = append(out, fmt.Sprintf("list %s: %s atime moved %v", n, errName(err), atime(n) != before))
+				}
+				return out
+			}, documented)
+		})
+	}
+}
+
+// atimeOption returns the access-time words among the mount options of the mount at mnt.
+func atimeOption(t *testing.T, mnt string) string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	must(t, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && unescapeMountinfo(f[4]) == mnt {
+			var words []string
+			for _, w := range strings.Split(f[5], ",") {
+				if strings.Contains(w, "atime") {
+					words = append(words, w)
+				}
+			}
+			return strings.Join(words, ",")
+		}
+	}
+	t.Fatalf("%s is not mounted", mnt)
+	return ""
+}
