@@ -22,6 +22,23 @@ type scenario struct {
 
 var scenarios = []scenario{
 	{
+		// layerfs before this was fixed: chown of a capability file failed with ENODATA,
+		// and chmod's copy-up lost the capability.
+		name: "capability binary chowned and chmodded",
+		build: func(lower, upper builder) {
+			for _, n := range []string{"bin/ping", "bin/ping6", "bin/arping"} {
+				lower.file(n, "ping\n", 0o755)
+				lower.xattr(n, "security.capability", string(capNetRaw))
+			}
+		},
+		steps: func(t *testing.T, mnt string) {
+			must(t, os.Chown(filepath.Join(mnt, "bin/ping"), 1000, 1000))
+			must(t, os.Chmod(filepath.Join(mnt, "bin/ping6"), 0o4711))
+			must(t, os.Chmod(filepath.Join(mnt, "bin/arping"), 0o700))
+			must(t, os.Chown(filepath.Join(mnt, "bin/arping"), 0, 1000))
+		},
+	},
+	{
 		// fuse-overlayfs: the other name of a copied-up lower hard link keeps the old data
 		// and nlink.
 		name: "hard link copy-up",
