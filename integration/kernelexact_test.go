@@ -372,3 +372,63 @@ func atimeOption(t *testing.T, mnt string) string {
 	t.Fatalf("%s is not mounted", mnt)
 	return ""
 }
+
+// TestSetIDDropped: writes, truncates, allocations and chgrp by a caller without CAP_FSETID
+// drop set-user-id, and set-group-id where the group may execute or the caller is not in the
+// group, as the kernel's VFS rule (setattr_should_drop_sgid) says; root keeps them.
+func TestSetIDDropped(t *testing.T) {
+	needMounts(t)
+	modes := map[string]struct {
+		mode     uint32
+		uid, gid int
+	}{
+		"sgid-noexec-other": {0o2706, 0, 5678}, "sgid-exec": {0o2777, 0, 5678},
+		"sgid-noexec-member": {0o2776, 0, testGID}, "suid-root-writes": {0o4777, 0, 0},
+		"suid-truncate": {0o4777, 0, 0}, "suid-allocate": {0o4777, 0, 0},
+		"chgrp": {0o2750, testUID, 5678}, "cap-root-truncate": {0o755, 0, 0},
+	}
+	mnts := twoMounts(t, func(lower, upper builder) {
+		for name, m := range modes {
+			lower.file(name, "data\n", 0o644)
+			lower.chown(name, m.uid, m.gid)
+			lower.chmod(name, m.mode)
+		}
+		lower.xattr("cap-root-truncate", "security.capability", string(capNetRaw))
+		lower.settle()
+	}, 0, nil, testedName(), "nopassthrough", "noopen")
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		appendAs := func(user bool, n string) string {
+			do := func() string {
+				f, err := os.OpenFile(p(n), os.O_WRONLY|os.O_APPEND, 0)
+				if err != nil {
+					return errName(err)
+				}
+				_, err = f.WriteString("more\n")
+				f.Close()
+				return errName(err)
+			}
+			if user {
+				return withFsIDs(do)
+			}
+			return do()
+		}
+		return []string{
+			appendAs(true, "sgid-noexec-other"), attrs(p("sgid-noexec-other")),
+			appendAs(true, "sgid-exec"), attrs(p("sgid-exec")),
+			appendAs(true, "sgid-noexec-member"), attrs(p("sgid-noexec-member")),
+			appendAs(false, "suid-root-writes"), attrs(p("suid-root-writes")),
+			withFsIDs(func() string { return errName(unix.Truncate(p("suid-truncate"), 1)) }), attrs(p("suid-truncate")),
+			withFsIDs(func() string {
+				fd, err := unix.Open(p("suid-allocate"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					return errName(err)
+				}
+				defer unix.Close(fd)
+				return errName(unix.Fallocate(fd, 0, 0, 8192))
+			}), attrs(p("suid-allocate")),
+			withFsIDs(func() string { return errName(unix.Chown(p("chgrp"), -1, testGID)) }), attrs(p("chgrp")),
+			errName(unix.Truncate(p("cap-root-truncate"), 1)), attrs(p("cap-root-truncate")),
+		}
+	})
+}

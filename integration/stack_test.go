@@ -31,14 +31,30 @@ func (b builder) check(err error) {
 func (b builder) dir(rel string, mode os.FileMode) {
 	b.t.Helper()
 	b.check(os.MkdirAll(b.p(rel), 0o755))
-	b.check(os.Chmod(b.p(rel), mode))
+	b.check(unix.Chmod(b.p(rel), unixMode(mode)))
 }
 
 func (b builder) file(rel, data string, mode os.FileMode) {
 	b.t.Helper()
 	b.check(os.MkdirAll(filepath.Dir(b.p(rel)), 0o755))
-	b.check(os.WriteFile(b.p(rel), []byte(data), mode))
-	b.check(os.Chmod(b.p(rel), mode))
+	b.check(os.WriteFile(b.p(rel), []byte(data), 0o600))
+	b.check(unix.Chmod(b.p(rel), unixMode(mode)))
+}
+
+// unixMode turns a mode written as the kernel's octal (0o4755) into chmod(2)'s bits: os.Chmod
+// would drop the set-id and sticky bits, which os.FileMode keeps elsewhere.
+func unixMode(mode os.FileMode) uint32 {
+	m := uint32(mode) & 07777
+	if mode&os.ModeSetuid != 0 {
+		m |= unix.S_ISUID
+	}
+	if mode&os.ModeSetgid != 0 {
+		m |= unix.S_ISGID
+	}
+	if mode&os.ModeSticky != 0 {
+		m |= unix.S_ISVTX
+	}
+	return m
 }
 
 func (b builder) symlink(target, rel string) {

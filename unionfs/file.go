@@ -144,7 +144,20 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, toErrno(err)
 		}
 	}
-	fh, fflags, errno := n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags))
+	if isWrite(flags) {
+		// What a write must drop, it drops through us (killpriv.go); an O_TRUNC by a caller
+		// without CAP_FSETID drops it now.
+		n.notePrivs(o.fd)
+		if flags&unix.O_TRUNC != 0 && n.privs.Load() == privsSome {
+			e, _ := n.u.extras.of(ctx)
+			if _, errno := n.dropPrivs(ctx, e.killSuidgid); errno != 0 {
+				unix.Close(o.fd)
+				return nil, 0, errno
+			}
+			n.notePrivs(o.fd)
+		}
+	}
+	fh, fflags, errno := n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags), flags&unix.O_ACCMODE == unix.O_RDWR)
 	if errno == 0 {
 		n.notifyWriter(fh)
 	}
@@ -199,6 +212,9 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 		if errno := dst.copyUp(ctx, true); errno != 0 {
 			return 0, errno
 		}
+	}
+	if errno := dst.beforeWrite(ctx, fhOut, callerNotRoot(ctx)); errno != 0 {
+		return 0, errno
 	}
 	var c int
 	errno := n.withFd(fhIn, unix.O_RDONLY, func(in int) syscall.Errno {

@@ -117,8 +117,10 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			EnableAcl: true,
 			// DONT_MASK: the umask applies only where the directory has no default ACL,
 			// which the server knows (reqextras.go); SETXATTR_EXT: setting an ACL says when
-			// the set-group-id bit must go.
-			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT,
+			// the set-group-id bit must go;
+			// HANDLE_KILLPRIV_V2: set-id bits and capabilities are dropped here, with the
+			// kernel's rule, instead of a capability GETXATTR per write (killpriv.go).
+			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2,
 			Debug:             cfg.Debug,
 			DirectMountFlags:  mflags,
 		},

@@ -42,6 +42,9 @@ type node struct {
 	pt ptState
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
 	noXattrs atomic.Bool
+	// privs says whether the object carries a set-id bit or a capability that a write must
+	// drop: privsUnknown, privsNone or privsSome (killpriv.go).
+	privs atomic.Uint32
 }
 
 var (

@@ -61,9 +61,15 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 // Write writes to the object, copied up first.
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
 	if f, ok := fileOf(fh); ok {
+		if errno := n.beforeWrite(ctx, fh, n.writerUnprivileged(ctx)); errno != 0 {
+			return 0, errno
+		}
 		return f.Write(ctx, data, off)
 	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
+		return 0, errno
+	}
+	if errno := n.beforeWrite(ctx, fh, n.writerUnprivileged(ctx)); errno != 0 {
 		return 0, errno
 	}
 	var written int
@@ -106,6 +112,9 @@ func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size 
 		if errno := n.copyUp(ctx, true); errno != 0 {
 			return errno
 		}
+	}
+	if errno := n.beforeWrite(ctx, fh, callerNotRoot(ctx)); errno != 0 {
+		return errno
 	}
 	return n.withFd(fh, unix.O_WRONLY, func(fd int) syscall.Errno {
 		return toErrno(unix.Fallocate(fd, mode, int64(off), int64(size)))

@@ -42,8 +42,9 @@ import (
 type ptState struct {
 	// lower and upper count the passthrough handles on each object given out and not yet
 	// released; cached counts the handles served through us while passthrough is on;
-	// writers counts the passthrough handles open for writing (volatileAttrs).
-	lower, upper, cached, writers int
+	// mappers counts the passthrough handles open for reading and writing, which may map
+	// the file shared and writable (volatileAttrs).
+	lower, upper, cached, mappers int
 	// live is set while go-fuse holds a backing registration for the node, from the first
 	// registration until its unregistration, which follows the last release; liveUpper
 	// says it is on the upper copy.
@@ -58,8 +59,8 @@ type ptFile struct {
 	*file
 	// upper is the side of the object fd was opened on.
 	upper bool
-	// write says the file was opened for writing: it counts in ptState.writers.
-	write bool
+	// mapper says the file was opened for reading and writing: it counts in ptState.mappers.
+	mapper bool
 	// backing is a descriptor opened for the registration only (PassthroughFd), closed once
 	// the kernel holds the file; -1 otherwise.
 	backing int
@@ -105,8 +106,9 @@ const passthroughMin = 1 << 20
 
 // handle wraps a descriptor opened on the node's object for the kernel: a passthrough file
 // where the kernel can have one, else a file served through us; with the open flags to reply
-// with. write says the file is open for writing: writes by passthrough save a round trip each.
-func (n *node) handle(o opened, flags int, write bool) (fs.FileHandle, uint32, syscall.Errno) {
+// with. write says the file is open for writing: writes by passthrough save a round trip each;
+// mapper that the caller opened it for reading and writing, so may map it shared and writable.
+func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.u.pt.enabled() {
 		// The data changes only through this mount, whose writes go through the kernel's
 		// page cache: what it cached stays good across opens.
@@ -126,12 +128,26 @@ func (n *node) handle(o opened, flags int, write bool) (fs.FileHandle, uint32, s
 	}
 	fd, upper := o.fd, o.upper
 	big := write || o.size >= passthroughMin
+	// A write we do not see cannot drop a set-id bit or a capability (killpriv.go).
+	served := write && n.privs.Load() == privsSome
 	p := &n.pt
 	var deadline time.Time
 	for {
 		// The kernel allows passthrough opens of an inode only beside passthrough opens,
 		// and cached ones only beside cached ones: follow the files open, else the size.
-		usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big)
+		usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big && !served)
+		if served && usePT {
+			// Passthrough files of it are open: wait for them as below, then ETXTBSY.
+			if deadline.IsZero() {
+				deadline = time.Now().Add(releaseWait)
+			}
+			if !n.waitPassthrough(deadline) {
+				n.mu.Unlock()
+				unix.Close(fd)
+				return nil, 0, syscall.ETXTBSY
+			}
+			continue
+		}
 		if !usePT {
 			p.cached++
 			n.mu.Unlock()
@@ -159,23 +175,24 @@ func (n *node) handle(o opened, flags int, write bool) (fs.FileHandle, uint32, s
 	} else {
 		p.lower++
 	}
-	if write {
-		p.writers++
+	if mapper {
+		p.mappers++
 	}
 	n.mu.Unlock()
-	return &ptFile{file: newFile(n, fd, flags, upper), upper: upper, write: write, backing: -1}, 0, 0
+	return &ptFile{file: newFile(n, fd, flags, upper), upper: upper, mapper: mapper, backing: -1}, 0, 0
 }
 
 // volatileAttrs reports whether the node's attributes may change without our knowing: a
-// passthrough file of it is open for writing, and writes through a shared mapping of it
-// change its times in the layer without a request. Its attributes are then given a
+// passthrough file of it is open for reading and writing, and stores through a shared
+// mapping of it change its times in the layer without a request (a write(2) makes the kernel
+// drop what it cached by itself; a file open for writing only cannot be mapped writable). Its attributes are then given a
 // timeout of a nanosecond, so that every stat asks (as the kernel's overlayfs asks the
 // layer's inode), and an open for writing tells the kernel to drop what it had cached
 // (notifyWriter).
 func (n *node) volatileAttrs() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.pt.writers > 0
+	return n.pt.mappers > 0
 }
 
 // volatileTimeout marks the attributes of a node with volatileAttrs. go-fuse replaces a zero
@@ -207,25 +224,25 @@ func (h *hookedFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse
 }
 
 // notifyWriter drops the attributes the kernel cached for n before a passthrough file was
-// opened for writing (volatileAttrs). An offset of -1 invalidates attributes only, which
+// opened for reading and writing (volatileAttrs). An offset of -1 invalidates attributes only, which
 // takes no lock the OPEN being answered holds.
 func (n *node) notifyWriter(fh fs.FileHandle) {
-	if f, ok := fh.(*ptFile); ok && f.write {
+	if f, ok := fh.(*ptFile); ok && f.mapper {
 		n.NotifyContent(-1, 0)
 	}
 }
 
 // releasePassthrough ends a passthrough handle's count (ptFile.Release). go-fuse drops its
 // registration after this, which backingHooks reports.
-func (n *node) releasePassthrough(upper, write bool) {
+func (n *node) releasePassthrough(upper, mapper bool) {
 	n.mu.Lock()
 	if upper {
 		n.pt.upper--
 	} else {
 		n.pt.lower--
 	}
-	if write {
-		n.pt.writers--
+	if mapper {
+		n.pt.mappers--
 	}
 	n.pt.changed()
 	n.mu.Unlock()
@@ -358,6 +375,6 @@ func (h *backingHooks) InodeNotifyStoreCache(node uint64, offset int64, data []b
 // Release closes the file and ends its passthrough count.
 func (f *ptFile) Release(ctx context.Context) syscall.Errno {
 	errno := f.file.Release(ctx)
-	f.n.releasePassthrough(f.upper, f.write)
+	f.n.releasePassthrough(f.upper, f.mapper)
 	return errno
 }

@@ -21,6 +21,9 @@ type requestExtra struct {
 	// killSgid: the caller setting an access ACL is neither in the object's group nor
 	// privileged, so the set-group-id bit goes, as posix_acl_update_mode does.
 	killSgid bool
+	// killSuidgid: the caller writing, or opening with O_TRUNC, lacks CAP_FSETID
+	// (FUSE_HANDLE_KILLPRIV_V2, killpriv.go).
+	killSuidgid bool
 }
 
 // requestExtras maps in-flight requests to their extras.
@@ -86,6 +89,36 @@ func (h *hookedFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr st
 	h.extras.put(cancel, requestExtra{killSgid: true})
 	defer h.extras.done(cancel)
 	return h.RawFileSystem.SetXAttr(cancel, in, attr, data)
+}
+
+// Write files FUSE_WRITE_KILL_SUIDGID for the node; a write without it needs no record.
+func (h *hookedFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+		return h.RawFileSystem.Write(cancel, in, data)
+	}
+	h.extras.put(cancel, requestExtra{killSuidgid: true})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Write(cancel, in, data)
+}
+
+// Writev is Write for a request whose data arrived in pieces (go-fuse asks Writev first).
+func (h *hookedFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+		return h.RawFileSystem.Writev(cancel, in, data)
+	}
+	h.extras.put(cancel, requestExtra{killSuidgid: true})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Writev(cancel, in, data)
+}
+
+// Open files FUSE_OPEN_KILL_SUIDGID (go-fuse's OpenIn.Mode holds the open flags) for the node.
+func (h *hookedFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if in.Mode&fuse.OPEN_KILL_SUIDGID == 0 {
+		return h.RawFileSystem.Open(cancel, in, out)
+	}
+	h.extras.put(cancel, requestExtra{killSuidgid: true})
+	defer h.extras.done(cancel)
+	return h.RawFileSystem.Open(cancel, in, out)
 }
 
 // dontMask reports whether the kernel agreed to FUSE_DONT_MASK: only then is a request's

@@ -40,9 +40,28 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		name = "."
 	}
 
+	killSuidgid := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
+	if (uidOK || gidOK) && killSuidgid && !modeOK && callerNotRoot(ctx) {
+		// A chown clears set-group-id where the caller is not in the object's group, even
+		// when the group may not execute it; we, root, would keep it (killpriv.go).
+		var attr fuse.AttrOut
+		if n.Getattr(ctx, f, &attr) == 0 && attr.Mode&unix.S_ISGID != 0 && !callerInGroup(ctx, attr.Gid) {
+			mode, modeOK = attr.Mode&07777&^(unix.S_ISGID|unix.S_ISUID), true
+		}
+	}
 	if modeOK || uidOK || gidOK {
 		if errno := n.u.setOwnerMode(d.fd, name, modeOK, mode, uidOK, uid, gidOK, gid); errno != 0 {
 			return errno
+		}
+	}
+	if modeOK && mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		n.privs.Store(privsSome)
+	}
+	if sizeOK && n.StableAttr().Mode == unix.S_IFREG {
+		// A truncate drops the capability, and by a caller without CAP_FSETID the set-id
+		// bits (killpriv.go).
+		if err := n.beforeWrite(ctx, f, killSuidgid); err != 0 {
+			return err
 		}
 	}
 	// Truncate before setting times, so an explicit mtime is not overwritten.

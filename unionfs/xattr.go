@@ -159,6 +159,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 		if e.killSgid && attr == posixacl.AccessXattr {
 			return dropSetgid(p)
 		}
+		if attr == capabilityXattr {
+			n.privs.Store(privsSome)
+		}
 		return nil
 	})
 }
