@@ -116,7 +116,7 @@ func attrs(p string) string {
 func TestCapabilitiesKept(t *testing.T) {
 	needMounts(t)
 	mnts := twoMounts(t, func(lower, upper builder) {
-		for _, name := range []string{"chmod", "chown", "truncate", "write", "setfattr"} {
+		for _, name := range []string{"chmod", "chown", "truncate", "write", "setfattr", "utimes", "open"} {
 			lower.file(name, "ping\n", 0o755)
 			lower.xattr(name, "security.capability", string(capNetRaw))
 		}
@@ -133,6 +133,14 @@ func TestCapabilitiesKept(t *testing.T) {
 			errName(unix.Chown(p("chown"), testUID, testGID)), attrs(p("chown")),
 			errName(unix.Truncate(p("truncate"), 2)), attrs(p("truncate")),
 			errName(unix.Setxattr(p("setfattr"), "user.x", []byte("1"), 0)), attrs(p("setfattr")),
+			errName(unix.UtimesNano(p("utimes"), fixedTime)), attrs(p("utimes")),
+			func() string { // an open for writing copies up; no write, nothing dropped
+				f, err := os.OpenFile(p("open"), os.O_WRONLY, 0)
+				if err == nil {
+					f.Close()
+				}
+				return errName(err)
+			}(), attrs(p("open")),
 			withFsIDs(func() string {
 				f, err := os.OpenFile(p("mine"), os.O_WRONLY|os.O_APPEND, 0)
 				if err != nil {
