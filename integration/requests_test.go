@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -96,5 +97,92 @@ func TestWritesAskNoCapability(t *testing.T) {
 				t.Logf("%s", data)
 			}
 		})
+	}
+}
+
+// requestBudget is what each common operation costs in round trips in steady state (names
+// and attributes already cached, as in a build that works in one directory), as the README's
+// table says: TestRequestCounts fails when one creeps up.
+var requestBudget = []struct {
+	what string
+	do   func(t *testing.T, mnt string, i int)
+	max  map[string]int
+}{
+	{"create, write 4 KiB, close", func(t *testing.T, mnt string, i int) {
+		f, err := os.OpenFile(filepath.Join(mnt, "d", "new"+strconv.Itoa(i)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		must(t, err)
+		_, err = f.Write(make([]byte, 4096))
+		must(t, err)
+		must(t, f.Close())
+	}, map[string]int{"GETATTR": 1, "LOOKUP": 1, "CREATE": 1, "GETXATTR security.capability": 1, "RELEASE": 1}},
+	{"stat of a known name", func(t *testing.T, mnt string, i int) {
+		_, err := os.Lstat(filepath.Join(mnt, "d", "stat"+strconv.Itoa(i)))
+		must(t, err)
+	}, map[string]int{}},
+	{"stat of a name read since", func(t *testing.T, mnt string, i int) {
+		_, err := os.Lstat(filepath.Join(mnt, "d", "lower"+strconv.Itoa(n+i)))
+		must(t, err)
+	}, map[string]int{"GETATTR": 1}},
+	{"open, fstat, read, close a file read once before (page cache)", func(t *testing.T, mnt string, i int) {
+		// The earlier READ left the access time stale: fstat asks once.
+		_, err := os.ReadFile(filepath.Join(mnt, "d", "lower"+strconv.Itoa(i)))
+		must(t, err)
+	}, map[string]int{"OPEN": 1, "GETATTR": 1, "RELEASE": 1}},
+	{"the same again", func(t *testing.T, mnt string, i int) {
+		_, err := os.ReadFile(filepath.Join(mnt, "d", "lower"+strconv.Itoa(i)))
+		must(t, err)
+	}, map[string]int{"OPEN": 1, "RELEASE": 1}},
+	{"unlink a lower file", func(t *testing.T, mnt string, i int) {
+		must(t, os.Remove(filepath.Join(mnt, "d", "lower"+strconv.Itoa(i))))
+	}, map[string]int{"GETATTR": 1, "UNLINK": 1, "FORGET": 1}},
+	{"mkdir", func(t *testing.T, mnt string, i int) {
+		must(t, os.Mkdir(filepath.Join(mnt, "d", "dir"+strconv.Itoa(i)), 0o755))
+	}, map[string]int{"GETATTR": 1, "LOOKUP": 1, "MKDIR": 1}},
+	{"chmod", func(t *testing.T, mnt string, i int) {
+		must(t, os.Chmod(filepath.Join(mnt, "d", "new"+strconv.Itoa(i)), 0o600))
+	}, map[string]int{"SETATTR": 1}},
+}
+
+// n is how many times TestRequestCounts repeats each operation.
+const n = 5
+
+// TestRequestCounts counts, with --debug, the requests each common operation makes in steady
+// state and holds them to requestBudget (FORGET has no reply, so costs no round trip; one
+// request more than the budget over the n repetitions is allowed for a name's first use).
+func TestRequestCounts(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	b := builder{t, st.Lowers[0]}
+	for i := range 3 * n {
+		b.file("d/lower"+strconv.Itoa(i), "lower data", 0o644)
+		b.file("d/stat"+strconv.Itoa(i), "stat only", 0o644)
+	}
+	b.settle()
+	mnt := mkdir(t, root, "mnt")
+	logPath := mountLayerfsDebug(t, st, mnt)
+	// Warm up: the directory is copied up, every name looked up and read once, one file
+	// created (the first create and open of a mount also learn what the kernel may skip).
+	for i := range 3 * n {
+		_, err := os.ReadFile(filepath.Join(mnt, "d", "lower"+strconv.Itoa(i)))
+		must(t, err)
+		_, err = os.Lstat(filepath.Join(mnt, "d", "stat"+strconv.Itoa(i)))
+		must(t, err)
+	}
+	requestBudget[0].do(t, mnt, 1000)
+	for k, op := range requestBudget {
+		from, to := "mark-"+strconv.Itoa(2*k), "mark-"+strconv.Itoa(2*k+1)
+		os.Stat(filepath.Join(mnt, from))
+		for i := range n {
+			op.do(t, mnt, i)
+		}
+		os.Stat(filepath.Join(mnt, to))
+		got := requestsBetween(t, logPath, from, to)
+		for opcode, c := range got {
+			if c > op.max[opcode]*n+1 {
+				t.Errorf("%s: %d %s in %d operations, budget %d each (all: %v)", op.what, c, opcode, n, op.max[opcode], got)
+			}
+		}
+		t.Logf("%s: %v per %d", op.what, got, n)
 	}
 }
