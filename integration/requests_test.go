@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -185,4 +186,60 @@ func TestRequestCounts(t *testing.T) {
 		}
 		t.Logf("%s: %v per %d", op.what, got, n)
 	}
+}
+
+// uringEnabled reports whether this kernel offers FUSE over io_uring now.
+func uringEnabled() bool {
+	data, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring")
+	return err == nil && strings.TrimSpace(string(data)) == "Y"
+}
+
+// TestTransport: requests arrive over io_uring where the kernel offers it, and over /dev/fuse
+// with -o io_uring=off or where it does not; --debug says which, and both serve the same
+// requests (the integration suite runs once per transport: make test).
+func TestTransport(t *testing.T) {
+	needMounts(t)
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("io_uring=off:%v", off), func(t *testing.T) {
+			root := t.TempDir()
+			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			builder{t, st.Lowers[0]}.file("f", "lower data", 0o644)
+			mnt := mkdir(t, root, "mnt")
+			var extra []string
+			if off {
+				extra = []string{"-o", "io_uring=off"}
+			}
+			logPath := mountLayerfsDebug(t, st, mnt, extra...)
+			want := "transport: /dev/fuse"
+			if uringEnabled() && !off {
+				want = "transport: io_uring"
+			}
+			data, err := os.ReadFile(logPath)
+			must(t, err)
+			if !strings.Contains(string(data), want) {
+				t.Errorf("--debug does not say %q:\n%s", want, firstLines(string(data), 3))
+			}
+			// Each kind of request once: lookups, reads, a copy-up, writes, a listing.
+			os.Stat(filepath.Join(mnt, "mark-start"))
+			must(t, os.WriteFile(filepath.Join(mnt, "f"), []byte("upper data"), 0o644))
+			got, err := os.ReadFile(filepath.Join(mnt, "f"))
+			if err != nil || string(got) != "upper data" {
+				t.Errorf("read back %q, %v", got, err)
+			}
+			ents, err := os.ReadDir(mnt)
+			if err != nil || len(ents) != 1 {
+				t.Errorf("listing: %v %v", ents, err)
+			}
+			os.Stat(filepath.Join(mnt, "mark-end"))
+			counts := requestsBetween(t, logPath, "mark-start", "mark-end")
+			if counts["OPEN"] == 0 {
+				t.Errorf("no OPEN between the marks: %v", counts)
+			}
+		})
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return strings.Join(lines[:min(n, len(lines))], "\n")
 }

@@ -19,6 +19,7 @@ const cacheTimeout = time.Hour
 type Server struct {
 	*fuse.Server
 	u          *unionFS
+	raw        *hookedFS
 	mountpoint string
 }
 
@@ -91,6 +92,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		}
 	}
 	u.setAtimePolicy()
+	uringCap, noUring := uringCapability(cfg)
 
 	// Objects change only through this mount (lowers are read-only and the upper is ours, as
 	// with the kernel), and every change it makes reaches the kernel in the reply to the
@@ -120,7 +122,8 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			// the set-group-id bit must go;
 			// HANDLE_KILLPRIV_V2: set-id bits and capabilities are dropped here, with the
 			// kernel's rule, instead of a capability GETXATTR per write (killpriv.go).
-			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2,
+			// OVER_IO_URING: the transport (transport.go), where the kernel offers it.
+			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2 | uringCap,
 			Debug:             cfg.Debug,
 			DirectMountFlags:  mflags,
 		},
@@ -128,41 +131,53 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if cfg.Debug && cfg.DebugLog != nil {
 		opts.MountOptions.Logger = log.New(cfg.DebugLog, "", log.Lmicroseconds)
 	}
-	srv, err := serve(mnt, root, opts)
+	srv, raw, err := serve(mnt, root, opts, uringCap != 0)
 	if err != nil {
 		u.close()
 		return nil, err
 	}
+	transport := raw.transport
+	if transport == "" {
+		transport = "/dev/fuse (io_uring: " + noUring + ")"
+	}
+	if cfg.Debug && cfg.DebugLog != nil {
+		fmt.Fprintln(cfg.DebugLog, "layerfs: transport: "+transport)
+	}
 	if os.Geteuid() == 0 {
 		raiseReadahead(mnt)
 	}
-	return &Server{Server: srv, u: u, mountpoint: mnt}, nil
+	return &Server{Server: srv, u: u, raw: raw, mountpoint: mnt}, nil
 }
 
 // serve mounts the node tree as fs.Mount does, with backingHooks between go-fuse's bridge and
 // the server (passthrough.go).
-func serve(mnt string, root *node, opts *fs.Options) (*fuse.Server, error) {
+// With uring set INIT asks for FUSE over io_uring.
+func serve(mnt string, root *node, opts *fs.Options, uring bool) (*fuse.Server, *hookedFS, error) {
 	hooks := &backingHooks{pt: &root.u.pt, debug: root.u.cfg.DebugLog}
 	if !root.u.cfg.Debug {
 		hooks.debug = nil
 	}
 	opts.ServerCallbacks = hooks
-	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras}
+	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, logf: root.u.logf}
+	if uring {
+		raw.mountOpts = &opts.MountOptions
+	}
 	srv, err := fuse.NewServer(raw, mnt, &opts.MountOptions)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		// As fs.Mount: the serve loop ends by itself when the mount did not happen.
-		return nil, err
+		return nil, nil, err
 	}
-	return srv, nil
+	return srv, raw, nil
 }
 
 // Wait blocks until the mount is gone, then releases the layers.
 func (s *Server) Wait() {
 	s.Server.Wait()
+	s.raw.waitTransport()
 	s.u.close()
 }
 

@@ -1,6 +1,9 @@
 package unionfs
 
-import "github.com/hanwen/go-fuse/v2/fuse"
+import (
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/uring"
+)
 
 // hookedFS is go-fuse's bridge with two things taken over at the protocol level, where the
 // node API cannot reach:
@@ -16,7 +19,19 @@ type hookedFS struct {
 	hooks   *backingHooks
 	streams dirStreams
 	extras  *requestExtras
+	// mountOpts are the server's options, for the io_uring transport's decoder; nil when
+	// INIT did not ask for io_uring (transport.go).
+	mountOpts *fuse.MountOptions
+	// transport says how requests arrive, for --debug; rings are the io_uring queues.
+	transport string
+	rings     *uring.Transport
+	// logf reports what a person needs to act on; nil for nothing.
+	logf func(format string, args ...any)
 }
 
-// Init hands the server to the hooks.
-func (h *hookedFS) Init(s *fuse.Server) { h.hooks.srv = s }
+// Init hands the server to the hooks and starts the io_uring queues where INIT agreed to them.
+// go-fuse calls it once INIT is answered, before it reads another request.
+func (h *hookedFS) Init(s *fuse.Server) {
+	h.hooks.srv = s
+	h.startUring(s)
+}

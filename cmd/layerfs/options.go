@@ -103,6 +103,15 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.NoOpen = true
 		case "nopassthrough":
 			cfg.NoPassthrough = true
+		case "io_uring":
+			switch val {
+			case "off":
+				cfg.IOUring = unionfs.IOUringOff
+			case "on", "auto", "":
+				cfg.IOUring = unionfs.IOUringAuto
+			default:
+				return fmt.Errorf("option io_uring=%q: want on or off", val)
+			}
 		case "userxattr":
 			cfg.UserXattr = true
 		case "debug":
