@@ -136,18 +136,6 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 		// The kernel allows passthrough opens of an inode only beside passthrough opens,
 		// and cached ones only beside cached ones: follow the files open, else the size.
 		usePT := p.lower > 0 || p.upper > 0 || p.live || (p.cached == 0 && big && !served)
-		if served && usePT {
-			// Passthrough files of it are open: wait for them as below, then ETXTBSY.
-			if deadline.IsZero() {
-				deadline = time.Now().Add(releaseWait)
-			}
-			if !n.waitPassthrough(deadline) {
-				n.mu.Unlock()
-				unix.Close(fd)
-				return nil, 0, syscall.ETXTBSY
-			}
-			continue
-		}
 		if !usePT {
 			p.cached++
 			n.mu.Unlock()
@@ -155,12 +143,13 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 			f.cachedPT = true
 			return f, fuse.FOPEN_KEEP_CACHE, 0
 		}
-		if !write || (p.lower == 0 && (!p.live || p.liveUpper)) {
+		if !served && (!write || (p.lower == 0 && (!p.live || p.liveUpper))) {
 			break
 		}
-		// go-fuse would hand this file the lower object's read-only backing file, and the
-		// kernel allows no other kind of open beside it. The files on the lower object may
-		// be closed already: the kernel sends their RELEASE after close(2) has returned.
+		// A served file cannot open beside passthrough files; and go-fuse would hand a
+		// writer the lower object's read-only backing file, beside which the kernel allows
+		// no other kind of open. The files in the way may be closed already: the kernel
+		// sends their RELEASE after close(2) has returned.
 		if deadline.IsZero() {
 			deadline = time.Now().Add(releaseWait)
 		}
