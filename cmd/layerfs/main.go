@@ -82,12 +82,14 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   noopen           the kernel opens files without asking: faster opens, copy-up at first write
   nopassthrough    serve every read and write through the daemon (as root, the kernel passes
                    them to the layer's file by default; see README "What differs")
+  io_uring=off     take requests from /dev/fuse even where the kernel offers FUSE over
+                   io_uring (used by default where /sys/module/fuse/parameters/enable_uring is Y)
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)
   fsname=NAME      source name shown in /proc/self/mountinfo (default layerfs)
   uidmapping=DISK:SHOWN:LEN[:…], gidmapping=…   show stored ids shifted (fuse-overlayfs syntax)
   squash_to_root, squash_to_uid=N, squash_to_gid=N   show every object owned by these ids
   xattr_permissions=1|2   keep chmod/chown of upper objects in an override attribute
-  ro, nodev, nosuid, noexec, …   passed to the kernel
+  ro, nodev, nosuid, noexec, noatime, relatime, strictatime, nodiratime, …   mount flags
   debug            same as --debug
   Unknown options are reported and ignored, as fuse-overlayfs does.
 
