@@ -339,3 +339,50 @@ func TestNoDescriptorPerInode(t *testing.T) {
 		t.Errorf("the server holds %d descriptors after 20000 opens, %d before", after, before)
 	}
 }
+
+// TestLogReaderGone: a foreground server logging with --debug into a pipe whose reader went
+// away (`layerfs -f --debug … | head`) keeps serving: SIGPIPE does not kill it, and it stops
+// logging rather than failing.
+func TestLogReaderGone(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	builder{t, st.Lowers[0]}.file("a", "lower a", 0o644)
+	mnt := mkdir(t, root, "mnt")
+	r, w, err := os.Pipe()
+	must(t, err)
+	cmd := exec.Command(bin, "-f", "--debug", "-o", st.options(), mnt)
+	cmd.Stdout, cmd.Stderr = w, w
+	must(t, cmd.Start())
+	w.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		unmountFuse(t, mnt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("server still running 10 s after unmount")
+		}
+	})
+	waitMounted(t, mnt, done)
+	buf := make([]byte, 512)
+	r.Read(buf) // a first piece of the log, as head would
+	r.Close()
+	for i := range 50 { // each request logs a line or two into the dead pipe
+		p := filepath.Join(mnt, "f"+strconv.Itoa(i))
+		must(t, os.WriteFile(p, []byte("x"), 0o644))
+		if _, err := os.ReadFile(filepath.Join(mnt, "a")); err != nil {
+			t.Fatalf("read through the mount after the log reader left: %v", err)
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the server exited when its log reader went away: %v", err)
+	default:
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "f49")); err != nil || string(got) != "x" {
+		t.Errorf("f49: %q %v", got, err)
+	}
+}

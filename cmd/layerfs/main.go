@@ -176,12 +176,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cfg.Work = *work
 	}
 	cfg.Debug = cfg.Debug || *debugFlag
+	logTo := &stopOnError{w: stderr}
 	if cfg.Debug {
-		cfg.DebugLog = stderr
+		cfg.DebugLog = logTo
 	}
 	traceLog = nil
 	if *traceFlag {
-		traceLog = stderr
+		traceLog = logTo
 	}
 
 	rest := flags.Args()

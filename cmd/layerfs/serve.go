@@ -67,7 +67,10 @@ func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) in
 // catchSignals starts catching SIGINT, SIGTERM and SIGHUP before the mount is made: one that
 // arrives while it is being made then unmounts it as soon as it is live, instead of killing
 // the server and leaving the mount dead.
+// SIGPIPE is ignored: a log reader that went away makes writes fail (stopOnError), not the
+// server die with its mount.
 func catchSignals() chan os.Signal {
+	signal.Ignore(syscall.SIGPIPE)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	return sigs
