@@ -23,6 +23,14 @@ func TestVersionAndHelp(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "Examples:") || !strings.Contains(string(out), "lowerdir=") {
 		t.Errorf("--help: %q %v", out, err)
 	}
+	out, err = exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "layerfs version ") {
+		t.Errorf("layerfs version: %q %v", out, err)
+	}
+	out, err = exec.Command(bin, "demo", "--help").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "usage: layerfs demo") {
+		t.Errorf("layerfs demo --help: %q %v", out, err)
+	}
 }
 
 // TestBadInput: each malformed invocation gives one line naming the problem, a non-zero exit,
@@ -73,6 +81,7 @@ func TestBadInput(t *testing.T) {
 		{"layer inside another", []string{"-o", "lowerdir=" + r("l1") + ":" + r("l1/inner"), mnt}, "overlap"},
 		{"layer twice", []string{"-o", "lowerdir=" + r("l1") + ":" + r("l1"), mnt}, "twice"},
 		{"empty lowerdir", []string{"-o", "lowerdir=", mnt}, "empty value"},
+		{"lowerdir twice", []string{"-o", "lowerdir=" + r("l1"), "-o", "lowerdir=" + r("l2"), mnt}, "given twice"},
 		{"empty upperdir", []string{"-o", "lowerdir=" + r("l1") + ",upperdir=,workdir=" + r("w"), mnt}, "empty value"},
 		{"empty layer in list", []string{"-o", "lowerdir=" + r("l1") + "::" + r("l2"), mnt}, "empty layer"},
 		{"no mountpoint", []string{"-o", "lowerdir=" + r("l1")}, "no mountpoint"},

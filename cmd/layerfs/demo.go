@@ -26,6 +26,10 @@ type demo struct {
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	stepMode := false
 	for _, a := range args {
+		if a == "--help" || a == "-h" {
+			fmt.Fprintln(stdout, "usage: layerfs demo [--step]\n\nReplays the classic overlay walkthrough on a temporary stack, showing the merged view,\nthe layer serving every name and the upper folder after each step; --step waits for\nEnter between steps.")
+			return 0
+		}
 		if a != "--step" {
 			fmt.Fprintf(stderr, "layerfs: demo: unknown argument %q (demo [--step])\n", a)
 			return 2

@@ -85,6 +85,11 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 		}
 		switch key {
 		case "lowerdir":
+			if len(cfg.Lowers) > 0 {
+				// The kernel refuses a second lowerdir=; stacking both silently would mount
+				// something the caller did not write down.
+				return fmt.Errorf("option lowerdir given twice: give every layer in one lowerdir=top:…:bottom")
+			}
 			for _, l := range splitEscaped(val, ':') {
 				if l == "" {
 					return fmt.Errorf("option lowerdir has an empty layer in %q (data-only layers, \"::\", are not supported)", val)

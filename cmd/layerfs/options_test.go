@@ -43,6 +43,9 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,uidmapping=4294967295:0:2", wantErr: "too long"},
 		{in: "lowerdir=/a,squash_to_uid=-1", wantErr: "numeric id"},
 		{in: "lowerdir=/a,xattr_permissions=3", wantErr: "want 0, 1 or 2"},
+		{in: "lowerdir=/a,lowerdir=/b", wantErr: "lowerdir given twice"},
+		{in: "lowerdir=/a,io_uring=off", want: unionfs.Config{Lowers: []string{"/a"}, IOUring: unionfs.IOUringOff}},
+		{in: "lowerdir=/a,io_uring=maybe", wantErr: "io_uring"},
 	}
 	for _, c := range cases {
 		var cfg unionfs.Config
