@@ -243,3 +243,38 @@ func firstLines(s string, n int) string {
 	lines := strings.SplitN(s, "\n", n+1)
 	return strings.Join(lines[:min(n, len(lines))], "\n")
 }
+
+// TestTransportFallback: where the kernel refuses the io_uring queues (here: payload buffers
+// smaller than it requires), the mount goes on over /dev/fuse and --debug says why.
+func TestTransportFallback(t *testing.T) {
+	needMounts(t)
+	if !uringEnabled() {
+		t.Skip("the kernel does not offer FUSE over io_uring now; make test's io_uring pass switches it on")
+	}
+	root := t.TempDir()
+	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	builder{t, st.Lowers[0]}.file("f", "lower data", 0o644)
+	mnt := mkdir(t, root, "mnt")
+	logPath := filepath.Join(root, "debug.log")
+	log, err := os.Create(logPath)
+	must(t, err)
+	cmd := exec.Command(bin, "--debug", "-o", st.options(), mnt)
+	cmd.Env = append(os.Environ(), "LAYERFS_URING_PAYLOAD=4096")
+	cmd.Stdout, cmd.Stderr = log, log
+	err = cmd.Run()
+	log.Close()
+	if err != nil {
+		data, _ := os.ReadFile(logPath)
+		t.Fatalf("mount: %v\n%s", err, data)
+	}
+	t.Cleanup(func() { unmountFuse(t, mnt) })
+	if got, err := os.ReadFile(filepath.Join(mnt, "f")); err != nil || string(got) != "lower data" {
+		t.Errorf("read through the mount: %q %v", got, err)
+	}
+	must(t, os.WriteFile(filepath.Join(mnt, "g"), []byte("new"), 0o644))
+	data, err := os.ReadFile(logPath)
+	must(t, err)
+	if !strings.Contains(string(data), "transport: /dev/fuse (io_uring failed") {
+		t.Errorf("--debug does not say the mount fell back to /dev/fuse:\n%s", firstLines(string(data), 4))
+	}
+}

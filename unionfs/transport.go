@@ -88,6 +88,11 @@ func (h *hookedFS) serveUring(srv *fuse.Server, fd int) (*uring.Transport, error
 		return nil, fmt.Errorf("replaying INIT: %v", st)
 	}
 	payload := max(8192, h.mountOpts.MaxWrite, 256*os.Getpagesize())
+	if v, err := strconv.Atoi(os.Getenv("LAYERFS_URING_PAYLOAD")); err == nil {
+		// A test's way to have the kernel refuse the queues (too small a payload buffer)
+		// and see the mount go on over /dev/fuse.
+		payload = v
+	}
 	return uring.Start(uring.Config{
 		FuseFd:      fd,
 		Depth:       uringDepth,

@@ -180,7 +180,7 @@ func (q *queue) run(errs chan<- error) {
 
 func (q *queue) setup() error {
 	depth := q.cfg.Depth
-	r, err := newRing(uint32(2*depth + 2))
+	r, err := newRing(uint32(2*depth+2), true) // run holds the thread
 	if err != nil {
 		return err
 	}
@@ -399,7 +399,7 @@ func Probe() error {
 	if _, err := possibleCPUs(); err != nil {
 		return err
 	}
-	r, err := newRing(4)
+	r, err := newRing(4, false)
 	if err != nil {
 		return err
 	}
@@ -411,7 +411,7 @@ func Probe() error {
 // /dev/fuse: after INIT agreed to io_uring it holds every request until the queues are
 // registered, or until a registration fails — this one does (no room for the headers).
 func Refuse(fuseFd int) error {
-	r, err := newRing(4)
+	r, err := newRing(4, false)
 	if err != nil {
 		return err
 	}

@@ -77,18 +77,19 @@ type ring struct {
 // errNoRing is returned where the kernel has no io_uring (or refuses the flags).
 var errNoRing = errors.New("io_uring unavailable")
 
-// newRing sets up an io_uring of entries submission entries. It asks for a ring served only
-// by the calling thread (SINGLE_ISSUER, DEFER_TASKRUN), which the caller must then stay on,
-// and falls back to a plain one where the kernel refuses those.
-func newRing(entries uint32) (*ring, error) {
+// newRing sets up an io_uring of entries submission entries. With single set it asks for a
+// ring served only by the calling thread (SINGLE_ISSUER, DEFER_TASKRUN: the kernel then
+// refuses io_uring_enter from any other thread with EEXIST, so the caller must hold its OS
+// thread, runtime.LockOSThread), and falls back to a plain one where the kernel refuses those.
+func newRing(entries uint32, single bool) (*ring, error) {
 	var p params
 	var fd uintptr
 	var errno unix.Errno
-	for _, flags := range []uint32{
-		setupSQE128 | setupSingleIssuer | setupDeferTaskrun,
-		setupSQE128 | setupCoopTaskrun,
-		setupSQE128,
-	} {
+	tries := []uint32{setupSQE128 | setupCoopTaskrun, setupSQE128}
+	if single {
+		tries = append([]uint32{setupSQE128 | setupSingleIssuer | setupDeferTaskrun}, tries...)
+	}
+	for _, flags := range tries {
 		p = params{Flags: flags}
 		fd, _, errno = unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 		if errno == 0 {

@@ -3,6 +3,7 @@ package uring
 import (
 	"encoding/binary"
 	"errors"
+	"runtime"
 	"testing"
 )
 
@@ -20,9 +21,18 @@ func TestParseCPUList(t *testing.T) {
 }
 
 // TestRingRoundTrip submits no-op entries and reaps their completions: the mapping of both
-// rings, the tail and head handling and the 128-byte entries.
+// rings, the tail and head handling and the 128-byte entries; both kinds of ring.
 func TestRingRoundTrip(t *testing.T) {
-	r, err := newRing(4)
+	t.Run("shared", func(t *testing.T) { ringRoundTrip(t, false) })
+	t.Run("single-issuer", func(t *testing.T) {
+		runtime.LockOSThread() // such a ring answers only the thread that made it
+		defer runtime.UnlockOSThread()
+		ringRoundTrip(t, true)
+	})
+}
+
+func ringRoundTrip(t *testing.T, single bool) {
+	r, err := newRing(4, single)
 	if errors.Is(err, errNoRing) {
 		t.Skipf("no io_uring here: %v", err) // a seccomp profile or kernel.io_uring_disabled
 	}
