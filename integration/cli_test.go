@@ -241,7 +241,7 @@ func TestEscapedPathsAndStaleMount(t *testing.T) {
 	up, work := mkdir(t, root, "u,1"), mkdir(t, root, "w:1")
 	mnt := mkdir(t, root, "mnt")
 	esc := func(p string) string { return strings.NewReplacer(`:`, `\:`, `,`, `\,`).Replace(p) }
-	out, err := exec.Command(bin, "-o", "lowerdir="+esc(odd)+",upperdir="+esc(up)+",workdir="+esc(work), mnt).CombinedOutput()
+	out, err := exec.Command(bin, "-o", "lowerdir="+esc(odd)+",upperdir="+esc(up)+",workdir="+esc(work)+killableTransport, mnt).CombinedOutput()
 	if err != nil {
 		t.Fatalf("escaped paths: %v\n%s", err, out)
 	}

@@ -31,7 +31,7 @@ func TestCrashDuringCopyUp(t *testing.T) {
 
 	var oldSeen, newSeen, midCopy int
 	for attempt := 0; attempt < 20; attempt++ {
-		cmd := exec.Command(bin, "-f", "-o", st.options()+",volatile", mnt)
+		cmd := exec.Command(bin, "-f", "-o", st.options()+",volatile"+killableTransport, mnt)
 		must(t, cmd.Start())
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -152,7 +152,7 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 	before := snapshot(t, st.Lowers[0], false)
 	mnt := mkdir(t, root, "mnt")
 	for attempt := 0; attempt < 8; attempt++ {
-		cmd := exec.Command(bin, "-f", "-o", st.options(), mnt)
+		cmd := exec.Command(bin, "-f", "-o", st.options()+killableTransport, mnt)
 		must(t, cmd.Start())
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,24 +193,24 @@ func uringEnabled() bool {
 	return err == nil && strings.TrimSpace(string(data)) == "Y"
 }
 
-// TestTransport: requests arrive over io_uring where the kernel offers it, and over /dev/fuse
-// with -o io_uring=off or where it does not; --debug says which, and both serve the same
-// requests (the integration suite runs once per transport: make test).
+// TestTransport: requests arrive over io_uring with -o io_uring=on (or LAYERFS_IO_URING=on)
+// where the kernel offers it, and over /dev/fuse otherwise; --debug says which, and both serve
+// the same requests (the integration suite runs once per transport: make test).
 func TestTransport(t *testing.T) {
 	needMounts(t)
-	for _, off := range []bool{false, true} {
-		t.Run(fmt.Sprintf("io_uring=off:%v", off), func(t *testing.T) {
+	for _, opt := range []string{"", "on", "off"} {
+		t.Run("io_uring="+opt, func(t *testing.T) {
 			root := t.TempDir()
 			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
 			builder{t, st.Lowers[0]}.file("f", "lower data", 0o644)
 			mnt := mkdir(t, root, "mnt")
 			var extra []string
-			if off {
-				extra = []string{"-o", "io_uring=off"}
+			if opt != "" {
+				extra = []string{"-o", "io_uring=" + opt}
 			}
 			logPath := mountLayerfsDebug(t, st, mnt, extra...)
 			want := "transport: /dev/fuse"
-			if uringEnabled() && !off {
+			if uringEnabled() && (opt == "on" || opt == "" && os.Getenv("LAYERFS_IO_URING") == "on") {
 				want = "transport: io_uring"
 			}
 			data, err := os.ReadFile(logPath)
@@ -258,7 +257,7 @@ func TestTransportFallback(t *testing.T) {
 	logPath := filepath.Join(root, "debug.log")
 	log, err := os.Create(logPath)
 	must(t, err)
-	cmd := exec.Command(bin, "--debug", "-o", st.options(), mnt)
+	cmd := exec.Command(bin, "--debug", "-o", st.options()+",io_uring=on", mnt)
 	cmd.Env = append(os.Environ(), "LAYERFS_URING_PAYLOAD=4096")
 	cmd.Stdout, cmd.Stderr = log, log
 	err = cmd.Run()

@@ -16,6 +16,7 @@ if [ ! -w "$param" ]; then
 fi
 old=$(cat "$param")
 trap 'echo "$old" > "$param"' EXIT
-if [ "$want" = uring ]; then echo Y > "$param"; else echo N > "$param"; fi
+# layerfs uses io_uring only when asked (README, Performance): this pass asks for every mount.
+if [ "$want" = uring ]; then echo Y > "$param"; export LAYERFS_IO_URING=on; else echo N > "$param"; fi
 echo "with-transport: enable_uring=$(cat "$param") for: $*"
 "$@"

@@ -33,8 +33,8 @@ type Config struct {
 	// kernel pass them to the layer's file (passthrough.go). Passthrough is used only where
 	// the kernel grants it: root in the initial user namespace, Linux 6.9 or later.
 	NoPassthrough bool
-	// IOUring says whether requests may come over io_uring (transport.go): by default where
-	// the kernel offers it.
+	// IOUring says whether requests may come over io_uring where the kernel offers it
+	// (transport.go); off by default.
 	IOUring IOUringMode
 	// RedirectDir says whether renaming a directory with lower parts is allowed (recording
 	// where they are, as the kernel's redirect_dir=on) and whether such records are followed.

@@ -112,8 +112,8 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			switch val {
 			case "off":
 				cfg.IOUring = unionfs.IOUringOff
-			case "on", "auto", "":
-				cfg.IOUring = unionfs.IOUringAuto
+			case "on", "":
+				cfg.IOUring = unionfs.IOUringOn
 			default:
 				return fmt.Errorf("option io_uring=%q: want on or off", val)
 			}

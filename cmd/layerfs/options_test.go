@@ -45,6 +45,7 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,xattr_permissions=3", wantErr: "want 0, 1 or 2"},
 		{in: "lowerdir=/a,lowerdir=/b", wantErr: "lowerdir given twice"},
 		{in: "lowerdir=/a,io_uring=off", want: unionfs.Config{Lowers: []string{"/a"}, IOUring: unionfs.IOUringOff}},
+		{in: "lowerdir=/a,io_uring=on", want: unionfs.Config{Lowers: []string{"/a"}, IOUring: unionfs.IOUringOn}},
 		{in: "lowerdir=/a,io_uring=maybe", wantErr: "io_uring"},
 	}
 	for _, c := range cases {
