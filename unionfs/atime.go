@@ -16,9 +16,6 @@ import (
 // with O_NOATIME, upper ones with O_NOATIME under noatime (and under nodiratime for
 // directories), else the upper filesystem's relatime decides, as it does for overlayfs.
 
-// atimeOptions are the mount options that set the access-time policy.
-var atimeOptions = []string{"noatime", "nodiratime", "relatime", "strictatime"}
-
 // setAtimePolicy records on each layer whether reads through the mount leave its atimes alone.
 func (u *unionFS) setAtimePolicy() {
 	// A read-only mount moves no atime at all.

@@ -377,7 +377,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	cn := ch.Operations().(*node)
-	cn.notePrivs(fd) // created set-id: a write by its unprivileged creator drops the bits
+	cn.notePrivsNew(out.Attr.Mode) // created set-id: a write by its unprivileged creator drops the bits
 	fh, oflags, errno := cn.handle(opened{fd: fd, upper: true}, fileFlags, true, flags&unix.O_ACCMODE == unix.O_RDWR)
 	if errno == 0 && cn.volatileAttrs() {
 		out.SetAttrTimeout(volatileTimeout) // the kernel knows nothing of it yet to drop

@@ -145,17 +145,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 		}
 	}
 	if isWrite(flags) {
-		// What a write must drop, it drops through us (killpriv.go); an O_TRUNC by a caller
-		// without CAP_FSETID drops it now.
-		n.notePrivs(o.fd)
-		if flags&unix.O_TRUNC != 0 && n.privs.Load() == privsSome {
-			e, _ := n.u.extras.of(ctx)
-			if _, errno := n.dropPrivs(ctx, e.killSuidgid); errno != 0 {
-				unix.Close(o.fd)
-				return nil, 0, errno
-			}
-			n.notePrivs(o.fd)
-		}
+		// What a write must drop, it drops through us (killpriv.go). An O_TRUNC reaches us
+		// as a SETATTR of the size (no atomic_o_trunc), which drops it there.
+		n.notePrivs(o.fd, o.mode)
 	}
 	fh, fflags, errno := n.handle(o, oflags&^unix.O_TRUNC, isWrite(flags), flags&unix.O_ACCMODE == unix.O_RDWR)
 	if errno == 0 {
@@ -167,8 +159,9 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 // opened is a descriptor of a node's object, as openTopSide made it.
 type opened struct {
 	fd    int
-	upper bool  // the object is the upper layer's
-	size  int64 // its size when opened
+	upper bool   // the object is the upper layer's
+	size  int64  // its size when opened
+	mode  uint32 // its mode when opened
 }
 
 // openTop opens the node's topmost object. The name may have been renamed over since the
@@ -199,7 +192,7 @@ func (n *node) openTopSide(flags int) (opened, error) {
 		unix.Close(fd)
 		return opened{fd: -1}, syscall.ESTALE
 	}
-	return opened{fd: fd, upper: upper, size: st.Size}, nil
+	return opened{fd: fd, upper: upper, size: st.Size, mode: st.Mode}, nil
 }
 
 // CopyFileRange copies between two open files of the mount in the kernel.

@@ -20,7 +20,7 @@ import (
 // write whether the file has a capability (a GETXATTR round trip per write(2)) and clears the
 // set-group-id bit only where the group may execute. With it the kernel tells us which
 // callers lack CAP_FSETID (FUSE_WRITE_KILL_SUIDGID on WRITE, FATTR_KILL_SUIDGID on SETATTR,
-// FUSE_OPEN_KILL_SUIDGID on OPEN with O_TRUNC) and leaves the dropping to us, which we do with
+// which is also how an O_TRUNC arrives) and leaves the dropping to us, which we do with
 // the kernel's rule. Writes we never see (passthrough) cannot drop anything: a file that
 // carries a set-id bit or a capability is therefore never opened for writing by passthrough
 // (passthrough.go), and writes to it come through Write.
@@ -36,14 +36,13 @@ const (
 	privsSome
 )
 
-// privsOf reports whether the object open as fd carries something a change must drop: a
-// set-id bit or a capability.
-func privsOf(fd int) bool {
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+// privsOf reports whether the object open as fd, of mode, carries something a change must
+// drop: a set-id bit or a capability.
+func privsOf(fd int, mode uint32) bool {
+	if mode&unix.S_IFMT != unix.S_IFREG {
 		return false
 	}
-	if st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
 		return true
 	}
 	_, err := unix.Fgetxattr(fd, capabilityXattr, nil)
@@ -96,7 +95,15 @@ func (n *node) beforeWrite(ctx context.Context, fh fs.FileHandle, unprivileged b
 		return 0
 	case privsUnknown:
 		// Written without an open through us (-o noopen): look at the object once.
-		if errno := n.withFd(fh, unix.O_RDONLY, func(fd int) syscall.Errno { n.notePrivs(fd); return 0 }); errno != 0 {
+		errno := n.withFd(fh, unix.O_RDONLY, func(fd int) syscall.Errno {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil {
+				return toErrno(err)
+			}
+			n.notePrivs(fd, st.Mode)
+			return 0
+		})
+		if errno != 0 {
 			return errno
 		}
 		if n.privs.Load() == privsNone {
@@ -155,9 +162,20 @@ func callerInGroup(ctx context.Context, gid uint32) bool {
 	return false
 }
 
-// notePrivs records what the node's object, open as fd, carries that a change must drop.
-func (n *node) notePrivs(fd int) {
-	if privsOf(fd) {
+// notePrivsNew records what a file just made carries that a change must drop: set-id bits
+// only if created with them, never a capability.
+func (n *node) notePrivsNew(mode uint32) {
+	if mode&(unix.S_ISUID|unix.S_ISGID) != 0 {
+		n.privs.Store(privsSome)
+	} else {
+		n.privs.Store(privsNone)
+	}
+}
+
+// notePrivs records what the node's object, open as fd, of mode, carries that a change must
+// drop.
+func (n *node) notePrivs(fd int, mode uint32) {
+	if privsOf(fd, mode) {
 		n.privs.Store(privsSome)
 	} else {
 		n.privs.Store(privsNone)

@@ -21,8 +21,10 @@ type requestExtra struct {
 	// killSgid: the caller setting an access ACL is neither in the object's group nor
 	// privileged, so the set-group-id bit goes, as posix_acl_update_mode does.
 	killSgid bool
-	// killSuidgid: the caller writing, or opening with O_TRUNC, lacks CAP_FSETID
-	// (FUSE_HANDLE_KILLPRIV_V2, killpriv.go).
+	// killSuidgid: the caller writing lacks CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2,
+	// killpriv.go). OPEN's FUSE_OPEN_KILL_SUIDGID comes only with O_TRUNC, which OPEN does
+	// not carry on a connection without atomic_o_trunc: the SETATTR of the size that follows
+	// carries FATTR_KILL_SUIDGID instead.
 	killSuidgid bool
 }
 
@@ -109,16 +111,6 @@ func (h *hookedFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byt
 	h.extras.put(cancel, requestExtra{killSuidgid: true})
 	defer h.extras.done(cancel)
 	return h.RawFileSystem.Writev(cancel, in, data)
-}
-
-// Open files FUSE_OPEN_KILL_SUIDGID (go-fuse's OpenIn.Mode holds the open flags) for the node.
-func (h *hookedFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	if in.Mode&fuse.OPEN_KILL_SUIDGID == 0 {
-		return h.RawFileSystem.Open(cancel, in, out)
-	}
-	h.extras.put(cancel, requestExtra{killSuidgid: true})
-	defer h.extras.done(cancel)
-	return h.RawFileSystem.Open(cancel, in, out)
 }
 
 // dontMask reports whether the kernel agreed to FUSE_DONT_MASK: only then is a request's

@@ -67,7 +67,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, keptFd: keep}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	n.u.fillAttr(&out.Attr, &st, ino, 0)
-	child.notePrivs(fd)
+	child.notePrivsNew(st.Mode)
 	fh, oflags, errno := child.handle(opened{fd: fd, upper: true}, int(flags&^openFlagsMask), true, flags&unix.O_ACCMODE == unix.O_RDWR)
 	return ch, fh, oflags, errno
 }

@@ -244,9 +244,6 @@ func (q *queue) armWake() {
 	binary.LittleEndian.PutUint64(sqe[32:], wakeTag)
 }
 
-// errStopped ends a queue whose entries the kernel has all given back (unmount).
-var errStopped = errors.New("stopped")
-
 func (q *queue) loop() error {
 	var cqes []cqe
 	live := len(q.ents)

@@ -70,7 +70,6 @@ type ring struct {
 	cqes          unsafe.Pointer
 	pending       uint32 // entries written since the last submission
 	entries       uint32
-	singleIssuer  bool
 	sharedMapping bool
 }
 
@@ -102,7 +101,7 @@ func newRing(entries uint32, single bool) (*ring, error) {
 	if errno != 0 {
 		return nil, fmt.Errorf("%w: io_uring_setup: %v", errNoRing, errno)
 	}
-	r := &ring{fd: int(fd), entries: p.SQEntries, singleIssuer: p.Flags&setupSingleIssuer != 0}
+	r := &ring{fd: int(fd), entries: p.SQEntries}
 	if err := r.mapRings(&p); err != nil {
 		r.close()
 		return nil, err
