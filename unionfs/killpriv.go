@@ -79,6 +79,16 @@ func (n *node) dropPrivs(ctx context.Context, unprivileged bool) (bool, syscall.
 	return mode&(unix.S_ISUID|unix.S_ISGID) != 0, 0
 }
 
+// dropSetgid clears the object's set-group-id bit, through Setattr like every mode change.
+func (n *node) dropSetgid(ctx context.Context) syscall.Errno {
+	var attr fuse.AttrOut
+	if errno := n.Getattr(ctx, nil, &attr); errno != 0 || attr.Mode&unix.S_ISGID == 0 {
+		return errno
+	}
+	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: attr.Mode & 07777 &^ unix.S_ISGID}}
+	return n.setMode(ctx, &in)
+}
+
 // setMode changes the mode as Setattr does, without Setattr's reply.
 func (n *node) setMode(ctx context.Context, in *fuse.SetAttrIn) syscall.Errno {
 	var out fuse.AttrOut

@@ -151,30 +151,24 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an attribute on the object, copied up first. The overlay's private attributes
 // cannot be set through the mount (EPERM): a user must not forge markers.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	e, _ := n.u.extras.of(ctx)
-	return n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
-		if err := c.set(p, attr, data, int(flags)); err != nil {
-			return err
-		}
-		if e.killSgid && attr == posixacl.AccessXattr {
-			return dropSetgid(p)
-		}
-		if attr == capabilityXattr {
-			n.privs.Store(privsSome)
-		}
-		return nil
+	errno := n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
+		return c.set(p, attr, data, int(flags))
 	})
-}
-
-// dropSetgid clears the set-group-id bit of the object at p (a path from xattrPath), as the
-// kernel's posix_acl_update_mode does when a caller outside the object's group, without
-// CAP_FSETID, sets its ACL. The filesystem does not do it for us: it sees the server, root.
-func dropSetgid(p string) error {
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil || st.Mode&unix.S_ISGID == 0 {
-		return err
+	if errno != 0 {
+		return errno
 	}
-	return unix.Fchmodat(unix.AT_FDCWD, p, st.Mode&07777&^unix.S_ISGID, 0)
+	switch attr {
+	case capabilityXattr:
+		n.privs.Store(privsSome)
+	case posixacl.AccessXattr:
+		// The caller is outside the object's group and lacks CAP_FSETID: set-group-id
+		// goes, as posix_acl_update_mode makes it. The filesystem does not do it for us:
+		// it sees the server, root.
+		if e, _ := n.u.extras.of(ctx); e.killSgid {
+			return n.dropSetgid(ctx)
+		}
+	}
+	return 0
 }
 
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
