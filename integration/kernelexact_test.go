@@ -440,3 +440,40 @@ func TestSetIDDropped(t *testing.T) {
 		}
 	})
 }
+
+// TestSetIDAfterPassthroughOpen: a file made set-uid while an unprivileged writer already has
+// it open keeps the bit after that writer's next write through passthrough, which layerfs
+// never sees; the kernel's overlayfs clears it (README, "What differs"). Without passthrough
+// the write reaches layerfs, which clears it.
+func TestSetIDAfterPassthroughOpen(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		upper.file("f", "data\n", 0o666)
+		upper.chown("f", testUID, testGID)
+		upper.settle()
+	}, 0, nil, testedName(), "nopassthrough")
+	documented := func(side string, want []string) {
+		if side == testedName() {
+			want[2] = strings.Replace(want[2], "reg 777", "reg 4777", 1)
+		}
+	}
+	documentedAnswers(t, mnts, func(m string) []string {
+		p := filepath.Join(m, "f")
+		var fd int
+		opened := withFsIDs(func() string {
+			var err error
+			fd, err = unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			return errName(err)
+		})
+		if opened != "ok" {
+			return []string{opened}
+		}
+		defer unix.Close(fd)
+		chmod := errName(unix.Chmod(p, 0o4777))
+		wrote := withFsIDs(func() string {
+			_, err := unix.Pwrite(fd, []byte("more"), 0)
+			return errName(err)
+		})
+		return []string{chmod, wrote, attrs(p)}
+	}, documented)
+}
