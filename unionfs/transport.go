@@ -67,9 +67,9 @@ func (h *hookedFS) startUring(srv *fuse.Server) {
 			h.rings = t
 			return
 		}
-		if t != nil {
-			defer t.Wait() // the registered queues end with the connection
-		}
+		// Queues registered before the failure end with the connection: Server.Wait waits
+		// for them (waiting here would keep go-fuse from ever reading /dev/fuse).
+		h.rings = t
 		// The kernel goes on with /dev/fuse once a registration fails; make sure one does.
 		uring.Refuse(fd)
 	}
