@@ -31,6 +31,10 @@ type unionFS struct {
 	selinux bool
 	// extras holds what in-flight requests carry beyond go-fuse's node API (reqextras.go).
 	extras requestExtras
+	// lockFds hold the locks on the upper and work directories for the server's life (lock.go).
+	lockFds []int
+	// problems limits and routes what is reported to a person (problems.go).
+	problems problemLog
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
@@ -59,6 +63,14 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 	}
 	u.sameFS = len(devs) == 1
 	if u.hasUpper && cfg.Work != "" {
+		// Locked before the work directory is cleaned: that would remove what another
+		// server is building there.
+		locks, err := lockDirs([]string{"upper directory", "work directory"}, []string{cfg.Upper, cfg.Work})
+		if err != nil {
+			u.close()
+			return nil, err
+		}
+		u.lockFds = locks
 		fd, err := openWork(cfg.Work)
 		if err != nil {
 			u.close()
@@ -80,6 +92,11 @@ func (u *unionFS) close() {
 			*fd = -1
 		}
 	}
+	// The locks go last: nothing of this server touches the work directory any more.
+	for _, fd := range u.lockFds {
+		unix.Close(fd)
+	}
+	u.lockFds = nil
 }
 
 // fsBits is how many high bits of st_ino name the filesystem an object comes from when the
