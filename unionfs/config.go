@@ -43,10 +43,16 @@ type Config struct {
 	Debug bool
 	// DebugLog receives the operation trace; nil means no trace.
 	DebugLog io.Writer
+	// Log receives, one line each, the problems a person must act on (problems.go): failed
+	// copy-ups, I/O errors and full disks in a layer, layers removed while mounted, refused
+	// passthrough. nil drops them (they still reach DebugLog and Trace).
+	Log io.Writer
 	// MountOptions are passed to the kernel as they are (nodev, nosuid, noexec, ...).
 	MountOptions []string
 	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
 	FsName string
+	// Subtype is the mount's type after "fuse." (libfuse's subtype=); default "layerfs".
+	Subtype string
 	// IDs maps and squashes owners (idmap.go); the zero value shows them as stored.
 	IDs IDs
 	// XattrPermissions, when 1 or 2, keeps chmod and chown of upper objects in an override
@@ -54,7 +60,8 @@ type Config struct {
 	// security.fuseoverlayfs.override_stat, 2 user.fuseoverlayfs.override_stat.
 	XattrPermissions int
 	// Trace, if set, is called with every overlay action the mount takes (copy-up, whiteout,
-	// opaque directory, redirect), from the goroutine serving the operation.
+	// opaque directory, redirect) and every problem reported ("error"), from the goroutine
+	// serving the operation.
 	Trace func(Event)
 }
 

@@ -77,7 +77,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	start := time.Now()
 	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, n.StableAttr().Mode&unix.S_IFMT, withData)
 	if err != nil {
-		return toErrno(err)
+		return n.u.copyFailed(path, top.layer, err)
 	}
 	ev := Event{Kind: "copy-up", Path: path, Layer: top.layer, Duration: time.Since(start)}
 	if withData && st.Mode&unix.S_IFMT == unix.S_IFREG {
@@ -102,7 +102,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).
 		if err := n.u.linkUpOthers(ctx, n.Root().Operations().(*node), top, st.Ino, path); err != nil {
-			n.u.logf("link-up of other names of %s: %v", path, err)
+			n.u.problem(path, "link-up of the other names of hard link /%s failed: %v", path, err)
 			return toErrno(err)
 		}
 	}
@@ -147,7 +147,6 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint
 		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(ino, 10))}
 	}
 	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: sname, Stat: st}, dst.fd, name, opt); err != nil {
-		u.logf("%v", err)
 		return st, err
 	}
 	restoreTimes(dst.fd, &parentSt)

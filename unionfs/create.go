@@ -231,7 +231,7 @@ func inheritSetgid(dirfd int, name string, dirSt *unix.Stat_t) error {
 func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirfd int, name string) error) syscall.Errno {
 	if !s.whiteout {
 		if err := mk(s.dir.fd, s.name); err != nil {
-			return toErrno(err)
+			return n.u.failed("create", joinPath(n.path(), s.name), err)
 		}
 		if err := n.u.chownNew(ctx, s.dir.fd, s.name, &s.dirSt); err != nil {
 			unlinkAny(s.dir.fd, s.name)
@@ -262,7 +262,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	}
 	if err != nil {
 		unlinkAny(w, tmp)
-		return toErrno(err)
+		return n.u.failed("create", joinPath(n.path(), s.name), err)
 	}
 	return 0
 }

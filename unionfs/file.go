@@ -75,7 +75,10 @@ func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 // Write writes to the layer's file; only upper files are open for writing.
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	n, err := unix.Pwrite(f.current(), data, off)
-	return uint32(max(n, 0)), toErrno(err)
+	if err != nil {
+		return uint32(max(n, 0)), f.n.u.failed("write", f.n.path(), err)
+	}
+	return uint32(n), 0
 }
 
 // Release closes the descriptors.

@@ -112,7 +112,7 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	tmp := copyup.TempName()
 	opt := copyup.Options{WorkFd: n.u.workFd, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
 	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
-		return toErrno(err)
+		return n.u.copyFailed(top.path, top.layer, err)
 	}
 	if err := unix.Fstatat(n.u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		unix.Unlinkat(n.u.workFd, tmp, 0)

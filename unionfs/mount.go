@@ -106,7 +106,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		RootStableAttr:  &fs.StableAttr{Ino: rootIno},
 		MountOptions: fuse.MountOptions{
 			FsName: fsName(cfg),
-			Name:   "layerfs",
+			Name:   subtype(cfg),
 			// The kernel checks permissions against the attributes we report, as overlayfs
 			// checks them against the merged inode.
 			Options:           append([]string{"default_permissions"}, options...),
@@ -153,10 +153,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 // the server (passthrough.go).
 // With uring set INIT asks for FUSE over io_uring.
 func serve(mnt string, root *node, opts *fs.Options, uring bool) (*fuse.Server, *hookedFS, error) {
-	hooks := &backingHooks{pt: &root.u.pt, debug: root.u.cfg.DebugLog}
-	if !root.u.cfg.Debug {
-		hooks.debug = nil
-	}
+	hooks := &backingHooks{pt: &root.u.pt, logf: root.u.logf}
 	opts.ServerCallbacks = hooks
 	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, logf: root.u.logf}
 	if uring {
@@ -183,6 +180,14 @@ func (s *Server) Wait() {
 
 // Mountpoint is the absolute path the view is mounted on.
 func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// subtype is what follows "fuse." in the mount's type.
+func subtype(cfg Config) string {
+	if cfg.Subtype != "" {
+		return cfg.Subtype
+	}
+	return "layerfs"
+}
 
 func fsName(cfg Config) string {
 	if cfg.FsName != "" {

@@ -88,10 +88,14 @@ func (n *node) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno { retu
 // Fsync syncs the object; bit 0 of flags asks for the data only.
 func (n *node) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	return n.withFd(fh, unix.O_RDONLY, func(fd int) syscall.Errno {
+		sync := unix.Fsync
 		if flags&1 != 0 {
-			return toErrno(unix.Fdatasync(fd))
+			sync = unix.Fdatasync
 		}
-		return toErrno(unix.Fsync(fd))
+		if err := sync(fd); err != nil {
+			return n.u.failed("fsync", n.path(), err)
+		}
+		return 0
 	})
 }
 

@@ -2,8 +2,6 @@ package unionfs
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -290,8 +288,8 @@ func (p *passthrough) enabled() bool { return !p.off.Load() }
 type backingHooks struct {
 	srv *fuse.Server
 	pt  *passthrough
-	// debug, if set, is told when the kernel refuses passthrough.
-	debug io.Writer
+	// logf, if set, is told when the kernel refuses passthrough.
+	logf func(format string, args ...any)
 }
 
 var _ fs.ServerCallbacks = (*backingHooks)(nil)
@@ -308,8 +306,8 @@ func (h *backingHooks) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Err
 	}
 	if errno != 0 {
 		// go-fuse gives up on passthrough for the mount after this; so do we.
-		if !h.pt.off.Swap(true) && h.debug != nil {
-			fmt.Fprintf(h.debug, "layerfs: passthrough: off (the kernel refused a backing file: %v)\n", errno)
+		if !h.pt.off.Swap(true) && h.logf != nil {
+			h.logf("passthrough: off (the kernel refused a backing file: %v); reads and writes go through the server", errno)
 		}
 		return id, errno
 	}

@@ -9,7 +9,7 @@ import (
 type Event struct {
 	Time time.Time `json:"time"`
 	// Kind is "copy-up", "link-up" (another name of a copied-up hard link), "whiteout",
-	// "opaque" or "redirect".
+	// "opaque", "redirect", or "error" (a problem a person must act on; Detail says it).
 	Kind string `json:"kind"`
 	// Path is the merged path the action concerns.
 	Path string `json:"path"`
@@ -35,6 +35,8 @@ func (e Event) String() string {
 		return fmt.Sprintf("directory %s made opaque", p)
 	case "redirect":
 		return fmt.Sprintf("directory %s redirected to its lower parts at %s", p, e.Detail)
+	case "error":
+		return "error: " + e.Detail
 	}
 	return e.Kind + " " + p
 }

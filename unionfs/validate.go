@@ -20,6 +20,9 @@ func (c *Config) Validate(mountpoint string) error {
 	if len(c.Lowers) == 0 {
 		return configErr("no lower layer given (lowerdir= or --lower)")
 	}
+	if c.Subtype != "" && (strings.ContainsAny(c.Subtype, ".,/\\ \t\n") || len(c.Subtype) > 64) {
+		return configErr("subtype %q: want a short name without dots, commas, slashes or spaces", c.Subtype)
+	}
 	if len(c.Lowers) > MaxLowers {
 		return configErr("%d lower layers given; at most %d are supported, as by the kernel's overlayfs", len(c.Lowers), MaxLowers)
 	}
@@ -119,6 +122,9 @@ func checkDir(role, p string) (string, error) {
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", configErr("%s %s does not exist", role, p)
+		}
+		if errors.Is(err, unix.ENOTCONN) {
+			return "", configErr("%s %s is a dead FUSE mount (its server is gone): unmount it first with fusermount3 -u %s", role, p, abs)
 		}
 		return "", configErr("%s %s: %v", role, p, err)
 	}
