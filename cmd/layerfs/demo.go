@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -52,10 +53,36 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "layerfs: demo: %v\n", err)
 		return 1
 	}
-	srv, err := unionfs.Mount(d.mnt, unionfs.Config{Lowers: []string{d.lower}, Upper: d.upper, Work: d.work})
+	// A mount like any other: its events reach layerfs watch in a second terminal.
+	traceLog = nil
+	cfg := unionfs.Config{Lowers: []string{d.lower}, Upper: d.upper, Work: d.work,
+		Log: &prefixWriter{w: &stopOnError{w: stderr}, prefix: func() string { return "layerfs: demo: " }}}
+	warn := func(msg string) { fmt.Fprintf(stderr, "layerfs: demo: warning: %s\n", msg) }
+	// The mount is served by this process: a signal (Ctrl-C at a --step prompt) or a reader
+	// gone (layerfs demo | head) must not end it with the mount left behind, dead.
+	sigs := catchSignals()
+	defer signal.Stop(sigs)
+	srv, ev, err := mountWithEvents(d.mnt, cfg, warn)
 	if err != nil {
 		fmt.Fprintf(stderr, "layerfs: demo: mount: %s\n", errMessage(err))
 		return 1
+	}
+	go func() {
+		if _, ok := <-sigs; ok {
+			unmount(srv, stderr)
+			srv.Wait()
+			os.RemoveAll(root)
+			os.Exit(130)
+		}
+	}()
+	if ev != nil {
+		defer ev.close()
+		if d.pause != nil {
+			d.say("The stack is mounted on %s. To see each step's copy-ups and whiteouts", d.mnt)
+			d.say("as they happen, run in a second terminal:  layerfs watch %s\n", d.mnt)
+		} else {
+			d.say("(layerfs demo --step waits between steps, so that layerfs watch can follow in a second terminal)\n")
+		}
 	}
 	defer func() {
 		if err := srv.Unmount(); err != nil {

@@ -52,14 +52,14 @@ type layerSummary struct {
 func runInspect(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("layerfs inspect", flag.ContinueOnError)
 	flags.SetOutput(stderr)
-	opts := flags.StringArrayP("options", "o", nil, "lowerdir=…[,upperdir=…] as for mounting")
-	lowers := flags.StringArray("lower", nil, "a read-only layer; repeat, topmost first")
-	upper := flags.String("upper", "", "the upper layer")
+	opts := flags.StringArrayP("options", "o", nil, "`OPTIONS` lowerdir=…[,upperdir=…] as for mounting")
+	lowers := flags.StringArray("lower", nil, "a read-only layer `DIR`; repeat, topmost first")
+	upper := flags.String("upper", "", "the upper layer `DIR`")
 	asJSON := flags.Bool("json", false, "print JSON")
-	pathFlag := flags.String("path", "", "the merged path to inspect (default: the root)")
+	pathFlag := flags.String("path", "", "the merged `PATH` to inspect (default: the root)")
 	flags.Usage = func() {
 		fmt.Fprint(stderr, inspectUsage)
-		flags.PrintDefaults()
+		printFlags(stderr, flags)
 	}
 	if err := flags.Parse(args); err != nil {
 		if err == flag.ErrHelp {

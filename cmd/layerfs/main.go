@@ -14,33 +14,48 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/layerfs/layerfs/unionfs"
 	flag "github.com/spf13/pflag"
 )
 
-// version is set at build time with -ldflags "-X main.version=…"; otherwise the module
-// version or VCS revision is shown.
+// version is set at build time with -ldflags "-X main.version=…"; otherwise the build info
+// names the source: the module version ("go install …@v1.2.0"), or the pseudo-version or VCS
+// revision Go stamps a build of a checkout with.
 var version = ""
 
 func versionString() string {
-	v := version
-	if info, ok := debug.ReadBuildInfo(); ok {
-		if v == "" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			v = info.Main.Version
-		}
-		if v == "" {
-			for _, s := range info.Settings {
-				if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-					v = "0.1.0-dev+" + s.Value[:12]
-				}
+	return "layerfs version " + sourceVersion(version)
+}
+
+func sourceVersion(v string) string {
+	if v != "" {
+		return v
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown (no build information)"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	rev, dirty := "", ""
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
 			}
 		}
 	}
-	if v == "" {
-		v = "0.1.0-dev"
+	if rev == "" {
+		// -buildvcs=false, or not built from a checkout.
+		return "devel (source revision unknown: build with make build, or go build -buildvcs=auto in a checkout)"
 	}
-	return "layerfs version " + v
+	return "devel-" + rev[:min(12, len(rev))] + dirty
 }
 
 const usageText = `layerfs — overlay (union) filesystem in userspace
@@ -48,6 +63,7 @@ const usageText = `layerfs — overlay (union) filesystem in userspace
 Usage:
   layerfs -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER,workdir=WORK][,OPTION…] MOUNTPOINT
   layerfs --lower LOWER1 [--lower LOWER2…] [--upper UPPER --work WORK] MOUNTPOINT
+  layerfs SOURCE MOUNTPOINT -o lowerdir=…   (as mount -t fuse.layerfs and /etc/fstab run it)
   layerfs demo [--step]
   layerfs inspect -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
   layerfs watch [--json] MOUNTPOINT
@@ -85,7 +101,10 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   io_uring=on      take requests over io_uring where the kernel offers it (enable_uring=Y):
                    faster round trips; off by default (see README, Performance)
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)
-  fsname=NAME      source name shown in /proc/self/mountinfo (default layerfs)
+  fsname=NAME      source name shown in /proc/self/mountinfo (default: SOURCE, or layerfs)
+  subtype=NAME     mount type fuse.NAME (default fuse.layerfs)
+  log=FILE|syslog|stderr   where problems (failed copy-ups, I/O errors, full disks) are logged;
+                   default syslog in the background, stderr with -f
   uidmapping=DISK:SHOWN:LEN[:…], gidmapping=…   show stored ids shifted (fuse-overlayfs syntax)
   squash_to_root, squash_to_uid=N, squash_to_gid=N   show every object owned by these ids
   xattr_permissions=1|2   keep chmod/chown of upper objects in an override attribute
@@ -118,10 +137,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("layerfs", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	var (
-		opts       = flags.StringArrayP("options", "o", nil, "mount options, comma-separated (see above)")
-		lowers     = flags.StringArray("lower", nil, "a read-only layer; repeat, topmost first")
-		upper      = flags.String("upper", "", "the writable layer")
-		work       = flags.String("work", "", "the work directory (same filesystem as --upper)")
+		opts       = flags.StringArrayP("options", "o", nil, "mount `OPTIONS`, comma-separated (see above)")
+		lowers     = flags.StringArray("lower", nil, "a read-only layer `DIR`; repeat, topmost first")
+		upper      = flags.String("upper", "", "the writable layer `DIR`")
+		work       = flags.String("work", "", "the work `DIR` (same filesystem as --upper)")
 		foreground = flags.BoolP("foreground", "f", false, "stay in the foreground; SIGINT/SIGTERM unmount")
 		debugFlag  = flags.BoolP("debug", "d", false, "trace every FUSE operation to stderr (implies nothing else)")
 		traceFlag  = flags.Bool("trace", false, "log every overlay action (copy-up, whiteout, opaque, redirect) to stderr")
@@ -130,7 +149,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	)
 	flags.Usage = func() {
 		fmt.Fprint(stderr, usageText)
-		flags.PrintDefaults()
+		printFlags(stderr, flags)
 	}
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -140,9 +159,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *help {
-		flags.SetOutput(stdout)
 		fmt.Fprint(stdout, usageText)
-		flags.PrintDefaults()
+		printFlags(stdout, flags)
 		return 0
 	}
 	if *showVer {
@@ -151,11 +169,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var cfg unionfs.Config
+	logDest = ""
 	if os.Getenv("LAYERFS_IO_URING") == "on" {
 		// The default for every mount of this environment (make test's io_uring pass);
 		// -o io_uring= still decides.
 		cfg.IOUring = unionfs.IOUringOn
 	}
+	unknownBare = false
 	warn := func(msg string) { fmt.Fprintf(stderr, "layerfs: warning: %s\n", msg) }
 	for _, o := range *opts {
 		if err := parseOptions(o, &cfg, warn); err != nil {
@@ -199,13 +219,25 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case len(rest) == 0:
 		fmt.Fprintln(stderr, "layerfs: no mountpoint given (see layerfs --help)")
 		return 2
-	case len(rest) > 1:
-		fmt.Fprintf(stderr, "layerfs: one mountpoint expected, got %q (see layerfs --help)\n", rest)
+	case len(rest) == 2:
+		// The mount helper's form (mount -t fuse.layerfs, /etc/fstab): mount.fuse3 runs
+		// "layerfs SOURCE MOUNTPOINT -o OPTIONS". The source is what mountinfo shows, as
+		// for libfuse filesystems, unless fsname= says otherwise.
+		if cfg.FsName == "" {
+			cfg.FsName = rest[0]
+		}
+		rest = rest[1:]
+	case len(rest) > 2:
+		fmt.Fprintf(stderr, "layerfs: one mountpoint expected (or a source and a mountpoint), got %q (see layerfs --help)\n", rest)
 		return 2
 	}
 	mountpoint := rest[0]
 	if err := cfg.Validate(mountpoint); err != nil {
-		fmt.Fprintf(stderr, "layerfs: %s\n", errMessage(err))
+		msg := errMessage(err)
+		if unknownBare && strings.Contains(msg, "does not exist") {
+			msg += ` (a comma in a path is written \, in -o)`
+		}
+		fmt.Fprintf(stderr, "layerfs: %s\n", msg)
 		return 1
 	}
 	if *foreground {

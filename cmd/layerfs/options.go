@@ -68,6 +68,13 @@ var acceptedOptions = map[string]bool{
 	"noxattrs": true, "max_idle_threads": true,
 }
 
+// logDest is the log= option's value: "syslog", "stderr" or a file; empty for the default.
+var logDest string
+
+// unknownBare is set when an unknown option without a value was given: perhaps the rest of a
+// path cut at an unescaped comma, which a later "does not exist" should hint at.
+var unknownBare bool
+
 // parseOptions applies one -o string to cfg. Empty elements are skipped (container engines
 // write "a,,b"); unknown options are reported through warn and otherwise ignored, as
 // fuse-overlayfs does. It returns an error naming the first bad option.
@@ -78,7 +85,7 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 		}
 		key, val, hasVal := strings.Cut(opt, "=")
 		switch key {
-		case "lowerdir", "upperdir", "workdir", "fsname":
+		case "lowerdir", "upperdir", "workdir", "fsname", "subtype", "log":
 			if !hasVal || val == "" {
 				return fmt.Errorf("option %s has an empty value", key)
 			}
@@ -102,6 +109,11 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.Work = unescape(val)
 		case "fsname":
 			cfg.FsName = val
+		case "subtype":
+			cfg.Subtype = val
+		case "log":
+			// Where problems are logged; the command opens it (logdest.go).
+			logDest = unescape(val)
 		case "volatile":
 			cfg.Volatile = true
 		case "noopen":
@@ -170,7 +182,15 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 				continue
 			}
 			if !acceptedOptions[key] {
-				warn(fmt.Sprintf("ignoring unknown option %q", opt))
+				msg := fmt.Sprintf("ignoring unknown option %q", opt)
+				if !hasVal {
+					// Perhaps the rest of a path cut at a comma.
+					unknownBare = true
+					if strings.ContainsAny(opt, "/.") {
+						msg += ` (the rest of a path? a comma in a path is written \,)`
+					}
+				}
+				warn(msg)
 			}
 		}
 	}

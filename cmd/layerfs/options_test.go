@@ -46,6 +46,8 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,lowerdir=/b", wantErr: "lowerdir given twice"},
 		{in: "lowerdir=/a,io_uring=off", want: unionfs.Config{Lowers: []string{"/a"}, IOUring: unionfs.IOUringOff}},
 		{in: "lowerdir=/a,io_uring=on", want: unionfs.Config{Lowers: []string{"/a"}, IOUring: unionfs.IOUringOn}},
+		{in: "lowerdir=/a,subtype=mine,fsname=src", want: unionfs.Config{Lowers: []string{"/a"}, Subtype: "mine", FsName: "src"}},
+		{in: "lowerdir=/a,log=/var/log/l", want: unionfs.Config{Lowers: []string{"/a"}}},
 		{in: "lowerdir=/a,io_uring=maybe", wantErr: "io_uring"},
 	}
 	for _, c := range cases {

@@ -26,7 +26,8 @@ const daemonEnv = "_LAYERFS_DAEMON_FD"
 var traceLog io.Writer
 
 // mountWithEvents mounts and publishes the mount's events for layerfs watch (and --trace).
-func mountWithEvents(mountpoint string, cfg unionfs.Config) (*unionfs.Server, *events, error) {
+// warn is told when events cannot be published: the mount goes on without them.
+func mountWithEvents(mountpoint string, cfg unionfs.Config, warn func(string)) (*unionfs.Server, *events, error) {
 	mnt, err := filepath.Abs(mountpoint)
 	if err == nil {
 		mnt, err = filepath.EvalSymlinks(mnt)
@@ -36,7 +37,8 @@ func mountWithEvents(mountpoint string, cfg unionfs.Config) (*unionfs.Server, *e
 	}
 	ev, err := listenEvents(mnt)
 	if err != nil {
-		ev = nil // watching is a convenience: the mount goes on without it
+		ev = nil
+		warn(fmt.Sprintf("events unavailable, layerfs watch will not see this mount: %v", err))
 	}
 	traceTo(&cfg, ev, traceLog)
 	srv, err := unionfs.Mount(mountpoint, cfg)
@@ -49,10 +51,30 @@ func mountWithEvents(mountpoint string, cfg unionfs.Config) (*unionfs.Server, *e
 	return srv, ev, nil
 }
 
+// withProblemLog opens the problem log (-o log=) into cfg; the returned function closes it.
+func withProblemLog(cfg *unionfs.Config, foreground bool, stderr io.Writer) (func(), error) {
+	w, closeLog, err := openProblemLog(logDest, foreground, stderr)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Debug && foreground && (logDest == "" || logDest == "stderr") {
+		w = nil // the operation trace on the terminal shows them already
+	}
+	cfg.Log = w
+	return closeLog, nil
+}
+
 // serveForeground mounts and serves until unmounted; SIGINT, SIGTERM and SIGHUP unmount.
 func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) int {
+	closeLog, err := withProblemLog(&cfg, true, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "layerfs: %v\n", err)
+		return 1
+	}
+	defer closeLog()
 	sigs := catchSignals()
-	srv, ev, err := mountWithEvents(mountpoint, cfg)
+	warn := func(msg string) { fmt.Fprintf(stderr, "layerfs: warning: %s\n", msg) }
+	srv, ev, err := mountWithEvents(mountpoint, cfg, warn)
 	if err != nil {
 		signal.Stop(sigs)
 		fmt.Fprintf(stderr, "layerfs: mount %s: %s\n", mountpoint, errMessage(err))
@@ -166,9 +188,18 @@ func serveBackground(mountpoint string, cfg unionfs.Config, stderr io.Writer) in
 		return 1
 	}
 	w.Close()
-	msg, _ := bufio.NewReader(r).ReadString('\n')
+	// The server reports warnings ("warning: …" lines), then "ok" or the error.
+	rd := bufio.NewReader(r)
+	var msg string
+	for {
+		line, _ := rd.ReadString('\n')
+		msg = strings.TrimSpace(line)
+		if !strings.HasPrefix(msg, "warning: ") {
+			break
+		}
+		fmt.Fprintf(stderr, "layerfs: %s\n", msg)
+	}
 	r.Close()
-	msg = strings.TrimSpace(msg)
 	if msg == "ok" {
 		cmd.Process.Release()
 		return 0
@@ -196,8 +227,16 @@ func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
 	}
 	report := os.NewFile(uintptr(fd), "ready")
 	os.Unsetenv(daemonEnv)
+	closeLog, err := withProblemLog(&cfg, false, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(report, err)
+		report.Close()
+		return 1
+	}
+	defer closeLog()
 	sigs := catchSignals()
-	srv, ev, err := mountWithEvents(mountpoint, cfg)
+	warn := func(msg string) { fmt.Fprintf(report, "warning: %s\n", strings.ReplaceAll(msg, "\n", " ")) }
+	srv, ev, err := mountWithEvents(mountpoint, cfg, warn)
 	if err != nil {
 		signal.Stop(sigs)
 		fmt.Fprintf(report, "mount %s: %s\n", mountpoint, strings.ReplaceAll(errMessage(err), "\n", " "))

@@ -5,30 +5,69 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/layerfs/layerfs/unionfs"
 	flag "github.com/spf13/pflag"
 )
 
-// eventSocket is where the server of mountpoint mnt publishes its events: one socket per
-// mountpoint, below the runtime directory.
-func eventSocket(mnt string) string {
-	dir := "/run"
-	if os.Geteuid() != 0 {
-		dir = os.Getenv("XDG_RUNTIME_DIR")
-		if dir == "" {
-			dir = os.TempDir()
+// eventDir is the private directory of the user's event sockets: /run/layerfs for root,
+// $XDG_RUNTIME_DIR/layerfs, or /tmp/layerfs-UID where no runtime directory is set (after
+// su -, say). It is made mode 0700 if missing, and used only if it is a directory (not a
+// link) owned by the user and closed to everyone else: a directory another user made first
+// in a shared place would let them replace the socket or read the events.
+func eventDir(create bool) (string, error) {
+	uid := os.Geteuid()
+	dir := "/run/layerfs"
+	if uid != 0 {
+		if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" && filepath.IsAbs(rt) {
+			dir = filepath.Join(rt, "layerfs")
+		} else {
+			dir = filepath.Join(os.TempDir(), fmt.Sprintf("layerfs-%d", uid))
 		}
 	}
-	sum := sha256.Sum256([]byte(mnt))
-	return filepath.Join(dir, "layerfs", hex.EncodeToString(sum[:8])+".sock")
+	if create {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", err
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return "", fmt.Errorf("%s is not a directory (a link?): not used for event sockets", dir)
+	case int(st.Uid) != uid:
+		return "", fmt.Errorf("%s belongs to uid %d, not to this user (%d): not used for event sockets", dir, st.Uid, uid)
+	case st.Mode&0o077 != 0:
+		return "", fmt.Errorf("%s is open to other users (mode %04o): not used for event sockets", dir, st.Mode&0o7777)
+	}
+	return dir, nil
 }
+
+// eventSocket is where the server of mountpoint mnt publishes its events: one socket per
+// mountpoint, in the user's private event directory.
+func eventSocket(mnt string, create bool) (string, error) {
+	dir, err := eventDir(create)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(mnt))
+	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".sock"), nil
+}
+
+// helloLine is what a server sends a watcher first, once events published reach it.
+const helloLine = `{"kind":"hello"}` + "\n"
 
 // events fans the server's events out to the watchers connected to its socket. A watcher
 // that does not keep up loses events rather than slowing the filesystem down.
@@ -42,8 +81,8 @@ type events struct {
 // listenEvents opens the event socket of mnt; a stale socket file from a dead server is
 // replaced.
 func listenEvents(mnt string) (*events, error) {
-	path := eventSocket(mnt)
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	path, err := eventSocket(mnt, true)
+	if err != nil {
 		return nil, err
 	}
 	os.Remove(path)
@@ -63,6 +102,9 @@ func (e *events) accept() {
 			return
 		}
 		ch := make(chan []byte, 256)
+		// The first line tells the watcher that it is registered: every event from then on
+		// reaches it.
+		ch <- []byte(helloLine)
 		e.mu.Lock()
 		e.conns[ch] = true
 		e.mu.Unlock()
@@ -123,7 +165,8 @@ func traceTo(cfg *unionfs.Config, e *events, w io.Writer) {
 		if e != nil {
 			e.publish(ev)
 		}
-		if w != nil {
+		if w != nil && ev.Kind != "error" {
+			// Problems go to the problem log (logdest.go), not again here.
 			mu.Lock()
 			fmt.Fprintf(w, "layerfs: %s\n", ev)
 			mu.Unlock()
@@ -146,7 +189,7 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 	asJSON := flags.Bool("json", false, "print each event as a JSON object")
 	flags.Usage = func() {
 		fmt.Fprint(stderr, watchUsage)
-		flags.PrintDefaults()
+		printFlags(stderr, flags)
 	}
 	if err := flags.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -167,16 +210,35 @@ func runWatch(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "layerfs watch: %v\n", err)
 		return 1
 	}
-	c, err := net.Dial("unix", eventSocket(mnt))
+	c, err := dialEvents(mnt)
 	if err != nil {
-		fmt.Fprintf(stderr, "layerfs watch: no layerfs server serves %s\n", mnt)
+		fmt.Fprintf(stderr, "layerfs watch: no layerfs server publishes events of %s (%v)\n", mnt, err)
 		return 1
 	}
+	return watchFrom(c, mnt, *asJSON, stdout, stderr)
+}
+
+// dialEvents connects to the event socket of the server of mnt.
+func dialEvents(mnt string) (net.Conn, error) {
+	sock, err := eventSocket(mnt, false)
+	if err != nil {
+		return nil, err
+	}
+	return net.Dial("unix", sock)
+}
+
+// watchFrom prints the events read from c until the server closes it.
+func watchFrom(c net.Conn, mnt string, asJSON bool, stdout, stderr io.Writer) int {
 	defer c.Close()
-	fmt.Fprintf(stderr, "layerfs watch: watching %s\n", mnt)
 	sc := bufio.NewScanner(c)
+	if !sc.Scan() || sc.Text()+"\n" != helloLine {
+		fmt.Fprintf(stderr, "layerfs watch: the server of %s did not answer as a layerfs server\n", mnt)
+		return 1
+	}
+	// Said only now: whatever happens on the mount from here on is shown.
+	fmt.Fprintf(stderr, "layerfs watch: watching %s\n", mnt)
 	for sc.Scan() {
-		if *asJSON {
+		if asJSON {
 			fmt.Fprintln(stdout, sc.Text())
 			continue
 		}
