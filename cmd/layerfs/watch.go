@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -21,38 +22,54 @@ import (
 )
 
 // eventDir is the private directory of the user's event sockets: /run/layerfs for root,
-// $XDG_RUNTIME_DIR/layerfs, or /tmp/layerfs-UID where no runtime directory is set (after
+// $XDG_RUNTIME_DIR/layerfs, or $TMPDIR/layerfs-UID where no runtime directory is set (after
 // su -, say). It is made mode 0700 if missing, and used only if it is a directory (not a
 // link) owned by the user and closed to everyone else: a directory another user made first
-// in a shared place would let them replace the socket or read the events.
+// in a shared place would let them replace the socket or read the events. Root of a user
+// namespace does not own /run/layerfs and takes the others, as a user does; server and
+// watcher come to the same choice.
 func eventDir(create bool) (string, error) {
 	uid := os.Geteuid()
-	dir := "/run/layerfs"
-	if uid != 0 {
-		if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" && filepath.IsAbs(rt) {
-			dir = filepath.Join(rt, "layerfs")
-		} else {
-			dir = filepath.Join(os.TempDir(), fmt.Sprintf("layerfs-%d", uid))
-		}
+	var dirs []string
+	if uid == 0 {
+		dirs = append(dirs, "/run/layerfs")
 	}
+	if rt := os.Getenv("XDG_RUNTIME_DIR"); rt != "" && filepath.IsAbs(rt) {
+		dirs = append(dirs, filepath.Join(rt, "layerfs"))
+	} else {
+		dirs = append(dirs, filepath.Join(os.TempDir(), fmt.Sprintf("layerfs-%d", uid)))
+	}
+	var errs []string
+	for _, dir := range dirs {
+		err := privateDir(dir, uid, create)
+		if err == nil {
+			return dir, nil
+		}
+		errs = append(errs, err.Error())
+	}
+	return "", errors.New(strings.Join(errs, "; "))
+}
+
+// privateDir checks that dir is a directory of uid's closed to others, making it if create.
+func privateDir(dir string, uid int, create bool) error {
 	if create {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return "", err
+			return err
 		}
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
-		return "", err
+		return err
 	}
 	switch {
 	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
-		return "", fmt.Errorf("%s is not a directory (a link?): not used for event sockets", dir)
+		return fmt.Errorf("%s is not a directory (a link?): not used for event sockets", dir)
 	case int(st.Uid) != uid:
-		return "", fmt.Errorf("%s belongs to uid %d, not to this user (%d): not used for event sockets", dir, st.Uid, uid)
+		return fmt.Errorf("%s belongs to uid %d, not to this user (%d): not used for event sockets", dir, st.Uid, uid)
 	case st.Mode&0o077 != 0:
-		return "", fmt.Errorf("%s is open to other users (mode %04o): not used for event sockets", dir, st.Mode&0o7777)
+		return fmt.Errorf("%s is open to other users (mode %04o): not used for event sockets", dir, st.Mode&0o7777)
 	}
-	return dir, nil
+	return nil
 }
 
 // eventSocket is where the server of mountpoint mnt publishes its events: one socket per
