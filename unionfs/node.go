@@ -242,8 +242,11 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 	}
 	if n.u.layers[top.layer].upper && st.Nlink > 1 && !isDirStat(&st) {
-		if d, err := n.u.upper().openDir(""); err == nil {
-			st.Nlink = n.u.mergedNlink(d.fd, top.path, &st)
+		// The parent opened beneath the layer, then one name: a multi-component path under
+		// /proc/self/fd would follow symlinks in its directories.
+		dir, name := splitPath(top.path)
+		if d, err := n.u.upper().openDir(dir); err == nil {
+			st.Nlink = n.u.mergedNlink(d.fd, name, &st)
 			d.release()
 		}
 	}
