@@ -52,6 +52,7 @@ func TestInspectJSON(t *testing.T) {
 		Summary []struct {
 			Layer    int   `json:"layer"`
 			Entries  int   `json:"entries"`
+			Hidden   int   `json:"hidden"`
 			Added    int   `json:"added"`
 			Modified int   `json:"modified"`
 			Deleted  int   `json:"deleted"`
@@ -101,6 +102,10 @@ func TestInspectJSON(t *testing.T) {
 	if s := report.Summary[0]; s.Added != 1 || s.Opaque != 1 || s.Bytes != int64(len("added")) {
 		t.Errorf("summary of the upper: %+v", s)
 	}
+	// The bottom layer's /mod and /gone are hidden by layer 1: counted, not read as empty.
+	if s := report.Summary[2]; s.Hidden < 2 {
+		t.Errorf("summary of the bottom layer: %+v, want its hidden entries counted", s)
+	}
 }
 
 func TestInspectTextAndErrors(t *testing.T) {
@@ -114,6 +119,14 @@ func TestInspectTextAndErrors(t *testing.T) {
 	out, err = exec.Command(bin, "inspect", st.Upper, st.Lowers[0], st.Lowers[1], "/mod").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "[L1   ] modified  /mod") {
 		t.Errorf("inspect LAYER... PATH: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "serves  hidden") {
+		t.Errorf("inspect's table has no hidden column:\n%s", out)
+	}
+	// A last argument that is a directory here is a layer; inspect says so.
+	out, err = exec.Command(bin, "inspect", st.Upper, st.Lowers[0], st.Lowers[1]).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "taking "+st.Lowers[1]+" as the bottom layer") {
+		t.Errorf("inspect LAYER... with a directory last: %v\n%s", err, out)
 	}
 	out, err = exec.Command(bin, "inspect", "-o", st.options(), "/nope").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "/nope") {

@@ -51,7 +51,8 @@ func TestWatch(t *testing.T) {
 		}
 		close(lines)
 	}()
-	want := []string{"copy-up mod", "whiteout merged/low", "whiteout merged/mid", "whiteout merged", "opaque merged"}
+	// Paths from the mount's root, as the text lines give them.
+	want := []string{"copy-up /mod", "whiteout /merged/low", "whiteout /merged/mid", "whiteout /merged", "opaque /merged"}
 	var got []string
 	deadline := time.After(10 * time.Second)
 	for len(got) < len(want) {
@@ -64,10 +65,10 @@ func TestWatch(t *testing.T) {
 			if err := json.Unmarshal([]byte(l), &e); err != nil {
 				t.Fatalf("not JSON: %q", l)
 			}
-			if e.Kind == "copy-up" && e.Path == "mod" && (e.Layer != 1 || e.Bytes != 3) {
+			if e.Kind == "copy-up" && e.Path == "/mod" && (e.Layer != 1 || e.Bytes != 3) {
 				t.Errorf("copy-up event: %+v", e)
 			}
-			if e.Kind == "copy-up" && e.Path != "mod" {
+			if e.Kind == "copy-up" && e.Path != "/mod" {
 				continue // the parent directory copied up on the way
 			}
 			got = append(got, e.Kind+" "+e.Path)

@@ -44,7 +44,7 @@ func TestProblemRouting(t *testing.T) {
 	if !strings.Contains(debug.String(), want) {
 		t.Errorf("debug log %q", debug.String())
 	}
-	if len(events) != 1 || events[0].Kind != "error" || events[0].Path != "d/f" || events[0].Detail != want {
+	if len(events) != 1 || events[0].Kind != "error" || events[0].Path != "/d/f" || events[0].Detail != want {
 		t.Errorf("events %+v", events)
 	}
 	if s := events[0].String(); s != "error: "+want {

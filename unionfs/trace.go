@@ -11,7 +11,8 @@ type Event struct {
 	// Kind is "copy-up", "link-up" (another name of a copied-up hard link), "whiteout",
 	// "opaque", "redirect", or "error" (a problem a person must act on; Detail says it).
 	Kind string `json:"kind"`
-	// Path is the merged path the action concerns.
+	// Path is the merged path the action concerns, from the mount's root ("/etc/passwd");
+	// empty for a problem of the mount as a whole.
 	Path string `json:"path"`
 	// Layer is the layer copied from (copy-up) or hidden below (whiteout), -1 if none.
 	Layer    int           `json:"layer"`
@@ -23,7 +24,7 @@ type Event struct {
 
 // String is the event as one human-readable line.
 func (e Event) String() string {
-	p := "/" + e.Path
+	p := e.Path
 	switch e.Kind {
 	case "copy-up":
 		return fmt.Sprintf("copy-up of %s from layer %d (%d bytes, %s)", p, e.Layer, e.Bytes, e.Duration.Round(time.Microsecond))
@@ -47,5 +48,9 @@ func (u *unionFS) trace(e Event) {
 		return
 	}
 	e.Time = time.Now()
+	if e.Path != "" || e.Kind != "error" {
+		// Inside, paths are relative to the layers' roots; people read them from the mount's.
+		e.Path = "/" + e.Path
+	}
 	u.cfg.Trace(e)
 }

@@ -22,6 +22,8 @@ type demo struct {
 	root, lower, upper, work, mnt string
 	// pause, if set, waits for a line on it before each step (live teaching).
 	pause *bufio.Reader
+	// width is the terminal's, to wrap explanations between words; 0 for no wrapping.
+	width int
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {
@@ -43,7 +45,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer os.RemoveAll(root)
-	d := &demo{out: stdout, root: root,
+	d := &demo{out: stdout, root: root, width: terminalWidth(stdout),
 		lower: filepath.Join(root, "lower"), upper: filepath.Join(root, "upper"),
 		work: filepath.Join(root, "work"), mnt: filepath.Join(root, "merged")}
 	if stepMode {
@@ -142,9 +144,47 @@ func (d *demo) step(n int, command, why string, act func() (string, error)) erro
 	}
 	d.say("  merged/ now shows: %s", merged)
 	d.say("  upper/  now holds: %s", upper)
-	d.say("  why: %s", why)
+	d.say("%s", wrap("  why: "+why, d.width, "       "))
 	d.say("")
 	return nil
+}
+
+// wrap breaks text between words so that no line is longer than width, continuing lines
+// with indent; width 0 leaves it as it is (not a terminal: a pager or file wraps itself).
+func wrap(text string, width int, indent string) string {
+	if width <= 0 || len(text) <= width {
+		return text
+	}
+	var b strings.Builder
+	line := 0
+	for i, word := range strings.Fields(text) {
+		switch {
+		case i == 0:
+			lead := text[:len(text)-len(strings.TrimLeft(text, " "))]
+			b.WriteString(lead + word)
+			line = len(lead) + len(word)
+		case line+1+len(word) > width && line > len(indent):
+			b.WriteString("\n" + indent + word)
+			line = len(indent) + len(word)
+		default:
+			b.WriteString(" " + word)
+			line += 1 + len(word)
+		}
+	}
+	return b.String()
+}
+
+// terminalWidth is the width of the terminal w writes to, 0 if it is not one.
+func terminalWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Col < 20 {
+		return 0
+	}
+	return int(ws.Col)
 }
 
 func (d *demo) walk() error {

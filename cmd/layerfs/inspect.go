@@ -40,7 +40,8 @@ type layerSummary struct {
 	Layer         int    `json:"layer"`
 	Dir           string `json:"dir"`
 	Upper         bool   `json:"upper"`
-	Entries       int    `json:"entries"`
+	Entries       int    `json:"entries"` // served by this layer
+	Hidden        int    `json:"hidden"`  // held by this layer, hidden by one above
 	Added         int    `json:"added"`
 	Modified      int    `json:"modified"`
 	Deleted       int    `json:"deleted"`
@@ -83,8 +84,13 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	target := *pathFlag
 	if len(cfg.Lowers) == 0 {
 		// Positional layers, and perhaps a path last.
-		if n := len(rest); n > 1 && target == "" && strings.HasPrefix(rest[n-1], "/") && !isDir(rest[n-1]) {
-			target, rest = rest[n-1], rest[:n-1]
+		if n := len(rest); n > 1 && target == "" && strings.HasPrefix(rest[n-1], "/") {
+			if !isDir(rest[n-1]) {
+				target, rest = rest[n-1], rest[:n-1]
+			} else {
+				// Either a layer or a merged path: say which it was taken as.
+				fmt.Fprintf(stderr, "layerfs inspect: taking %s as the bottom layer (a directory here); to inspect that path of the stack, give --path %s\n", rest[n-1], rest[n-1])
+			}
 		}
 		cfg.Lowers, rest = rest, nil
 	}
@@ -187,6 +193,11 @@ func summarize(ins *unionfs.Inspector, tree []inspected) []layerSummary {
 			s.Bytes += e.Size
 		}
 		s.ShadowedBytes += e.ShadowedBytes
+		for _, l := range e.Shadowed {
+			if l >= 0 && l < len(sums) {
+				sums[l].Hidden++
+			}
+		}
 	}
 	return sums
 }
@@ -196,11 +207,13 @@ var statusColour = map[string]string{
 }
 
 func printInspect(w io.Writer, ins *unionfs.Inspector, tree []inspected, sums []layerSummary, colour bool) {
+	// Padded before it is painted: the colour codes take no column on the terminal.
 	paint := func(status string) string {
+		padded := fmt.Sprintf("%-9s", status)
 		if !colour {
-			return status
+			return padded
 		}
-		return statusColour[status] + status + "\033[0m"
+		return statusColour[status] + padded + "\033[0m"
 	}
 	layerName := func(l int) string {
 		if l == 0 && ins.HasUpper() {
@@ -218,7 +231,7 @@ func printInspect(w io.Writer, ins *unionfs.Inspector, tree []inspected, sums []
 		if e.Layer >= 0 {
 			where = layerName(e.Layer)
 		}
-		line := fmt.Sprintf("[%-5s] %-9s %s", where, paint(e.Status), e.Path)
+		line := fmt.Sprintf("[%-5s] %s %s", where, paint(e.Status), e.Path)
 		if e.Type == "dir" && e.Status != "deleted" && e.Path != "/" {
 			line += "/"
 		}
@@ -242,10 +255,12 @@ func printInspect(w io.Writer, ins *unionfs.Inspector, tree []inspected, sums []
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "layer   entries  added  modified  deleted  opaque        bytes  hides bytes")
+	// "serves" counts the entries of the view a layer serves; "hidden", its entries that
+	// layers above hide: a lower hidden entirely serves 0 but is not empty.
+	fmt.Fprintln(w, "layer    serves  hidden  added  modified  deleted  opaque        bytes  hides bytes")
 	for _, s := range sums {
-		fmt.Fprintf(w, "%-6s %8d %6d %9d %8d %7d %12d %12d\n",
-			layerName(s.Layer), s.Entries, s.Added, s.Modified, s.Deleted, s.Opaque, s.Bytes, s.ShadowedBytes)
+		fmt.Fprintf(w, "%-6s %8d %7d %6d %9d %8d %7d %12d %12d\n",
+			layerName(s.Layer), s.Entries, s.Hidden, s.Added, s.Modified, s.Deleted, s.Opaque, s.Bytes, s.ShadowedBytes)
 	}
 }
 

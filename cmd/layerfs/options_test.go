@@ -106,3 +106,20 @@ func TestSplitEscaped(t *testing.T) {
 		t.Errorf("unescape: %q", u)
 	}
 }
+
+// TestWrap: explanations break between words, within the width, continuation lines indented.
+func TestWrap(t *testing.T) {
+	got := wrap("  why: f2 lives in the read-only lower layer, so it cannot really go", 30, "       ")
+	want := "  why: f2 lives in the\n       read-only lower layer,\n       so it cannot really go"
+	if got != want {
+		t.Errorf("wrap:\n%s\nwant\n%s", got, want)
+	}
+	for _, l := range strings.Split(got, "\n") {
+		if len(l) > 30 {
+			t.Errorf("line %q longer than 30", l)
+		}
+	}
+	if s := "short"; wrap(s, 0, "") != s || wrap(s, 80, "") != s {
+		t.Error("wrap changed text it should leave alone")
+	}
+}
