@@ -27,6 +27,9 @@ func TestVersionAndHelp(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "layerfs version ") {
 		t.Errorf("layerfs version: %q %v", out, err)
 	}
+	if help := string(out); strings.Contains(help, "[=true|false]") || strings.Contains(help, "stringArray") {
+		t.Errorf("--help shows pflag's type noise:\n%s", help)
+	}
 	out, err = exec.Command(bin, "demo", "--help").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "usage: layerfs demo") {
 		t.Errorf("layerfs demo --help: %q %v", out, err)
@@ -254,6 +257,16 @@ func TestEscapedPathsAndStaleMount(t *testing.T) {
 		t.Errorf("g not in the upper %s: %v", up, err)
 	}
 
+	// The same paths unescaped: the error hints at the escape.
+	other := mkdir(t, root, "other")
+	out, err = exec.Command(bin, "-o", "lowerdir="+strings.ReplaceAll(odd, ":", `\:`), other).CombinedOutput()
+	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); err == nil || !strings.Contains(lines[len(lines)-1], "does not exist") || !strings.Contains(lines[len(lines)-1], `\,`) {
+		t.Errorf("unescaped comma: %v, %q: want the last line to hint at \\,", err, out)
+	}
+	if typ := mountType(t, other); typ != "" {
+		unmountFuse(t, other)
+	}
+
 	// Kill the server: the mount stays, dead.
 	pid := serverPid(t, mnt)
 	must(t, syscall.Kill(pid, syscall.SIGKILL))
@@ -267,8 +280,8 @@ func TestEscapedPathsAndStaleMount(t *testing.T) {
 	select {
 	case err := <-done:
 		msg := strings.TrimSpace(stderr.String())
-		if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "mountpoint") {
-			t.Errorf("mount over a dead mount: %v, stderr %q", err, msg)
+		if err == nil || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "mountpoint") || !strings.Contains(msg, "fusermount3 -u "+mnt) {
+			t.Errorf("mount over a dead mount: %v, stderr %q, want one line with the fusermount3 -u hint", err, msg)
 		}
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()

@@ -16,7 +16,7 @@ func TestIDMappingAsFuseOverlayfs(t *testing.T) {
 	needMounts(t)
 	fo, err := exec.LookPath("fuse-overlayfs")
 	if err != nil {
-		t.Skip("fuse-overlayfs is not installed (.ci/run installs it): nothing to compare with")
+		skipTest(t, "fuse-overlayfs is not installed (.ci/run installs it): nothing to compare with")
 	}
 	const mapping = "uidmapping=0:1000:1:1:100000:65536,gidmapping=0:1000:1:1:100000:65536"
 	const show = `stat -c "%n %u:%g %a" a b c d`

@@ -109,8 +109,8 @@ func unmountFuse(t testing.TB, mnt string) {
 	}
 }
 
-// serverPids finds the processes serving mnt: layerfs servers name their mountpoint last on
-// the command line.
+// serverPids finds the processes serving mnt: layerfs servers name their mountpoint on the
+// command line, last or (started by mount.fuse3) before the options.
 func serverPids(mnt string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
@@ -124,8 +124,14 @@ func serverPids(mnt string) []int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(args) > 1 && args[len(args)-1] == mnt && filepath.Base(args[0]) == filepath.Base(bin) {
-			pids = append(pids, pid)
+		if len(args) < 2 || filepath.Base(args[0]) != filepath.Base(bin) {
+			continue
+		}
+		for _, a := range args[1:] {
+			if a == mnt {
+				pids = append(pids, pid)
+				break
+			}
 		}
 	}
 	return pids

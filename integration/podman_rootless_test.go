@@ -88,7 +88,7 @@ func TestPodmanRootless(t *testing.T) {
 	needPodman(t)
 	u, err := user.Lookup(rootlessUser)
 	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
+		skipTest(t, "no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
 	}
 	dir := t.TempDir()
 	must(t, os.Chmod(dir, 0o755))

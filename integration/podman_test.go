@@ -131,7 +131,7 @@ func needPodman(t *testing.T) {
 	needMounts(t)
 	for _, tool := range []string{"podman", "buildah", "runc", "busybox"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (.ci/run installs podman, buildah, runc and busybox-static)", tool)
+			skipTest(t, "%s is not installed (.ci/run installs podman, buildah, runc and busybox-static)", tool)
 		}
 	}
 }

@@ -31,7 +31,7 @@ func posix(t *testing.T, args ...string) {
 				// It expects F_SETLK on a second descriptor of the same process to conflict,
 				// which is go-fuse's loopback turning them into OFD locks: POSIX (and the
 				// kernel, on overlayfs or ext4) grants it. TestLocks checks locks instead.
-				t.Skip("expects OFD semantics from F_SETLK; POSIX locks belong to the process (see TestLocks)")
+				skipTest(t, "expects OFD semantics from F_SETLK; POSIX locks belong to the process (see TestLocks)")
 			}
 			root := t.TempDir()
 			st := stack{

@@ -248,7 +248,7 @@ func firstLines(s string, n int) string {
 func TestTransportFallback(t *testing.T) {
 	needMounts(t)
 	if !uringEnabled() {
-		t.Skip("the kernel does not offer FUSE over io_uring now; make test's io_uring pass switches it on")
+		skipTest(t, "the kernel does not offer FUSE over io_uring now; make test's io_uring pass switches it on")
 	}
 	root := t.TempDir()
 	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}

@@ -36,7 +36,7 @@ func userWorkspace(t *testing.T) (*user.User, string, string) {
 	t.Helper()
 	u, err := user.Lookup(rootlessUser)
 	if err != nil {
-		t.Skipf("no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
+		skipTest(t, "no user %s to run as (.ci/run creates it): %v", rootlessUser, err)
 	}
 	root := t.TempDir()
 	must(t, os.Chmod(root, 0o755))

@@ -17,7 +17,7 @@ import (
 func TestSELinuxLabelsWithoutSELinux(t *testing.T) {
 	needMounts(t)
 	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
-		t.Skip("this host runs SELinux; CI machines do not")
+		skipTest(t, "this host runs SELinux; CI machines do not")
 	}
 	root := t.TempDir()
 	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
