@@ -280,3 +280,64 @@ func typeName(mode uint32) string {
 	}
 	return "unknown"
 }
+
+// Cell is what one layer holds under a name of a merged directory, for pictures of the stack.
+type Cell struct {
+	// Kind is "" (nothing), "reg", "dir", "symlink", "fifo", "socket", "chardev", "blockdev",
+	// or "whiteout" (any of the formats).
+	Kind string `json:"kind"`
+	// Opaque and Redirect describe a directory: it hides the directories below it, or it
+	// records where its lower parts are (Redirect is that path).
+	Opaque   bool   `json:"opaque,omitempty"`
+	Redirect string `json:"redirect,omitempty"`
+	// Consulted is false for a layer the merge never reaches here: below an opaque
+	// directory, or one whose parent directory it does not hold.
+	Consulted bool `json:"consulted"`
+}
+
+// Cells tells what each layer, topmost first, holds under name in the merged directory dir
+// ("" for the root).
+func (i *Inspector) Cells(dir, name string) ([]Cell, syscall.Errno) {
+	parts := i.rootResolution().parts
+	if dir != "" {
+		res, errno := i.u.resolvePath(dir)
+		if errno != 0 {
+			return nil, errno
+		}
+		parts = res.parts
+	}
+	cells := make([]Cell, len(i.u.layers))
+	for _, p := range parts {
+		c := &cells[p.layer]
+		c.Consulted = true
+		d, err := i.u.layers[p.layer].openDir(p.path)
+		if err != nil {
+			continue
+		}
+		var st unix.Stat_t
+		ok := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+		switch {
+		case ok && whiteout.IsWhiteoutDev(&st):
+			c.Kind = "whiteout"
+		case ok:
+			c.Kind = typeName(st.Mode)
+			if xw, _ := whiteout.IsXWhiteout(d.fd, name, &st); xw && !i.u.layers[p.layer].upper {
+				c.Kind = "whiteout"
+			}
+			if c.Kind == "dir" {
+				if info, err := whiteout.ReadDirInfo(d.fd, name); err == nil {
+					c.Opaque = info.Opaque
+					if info.HasRedirect {
+						c.Redirect = info.Redirect
+					}
+				}
+			}
+		default:
+			if aufs, _ := whiteout.HasAufsWhiteout(d.fd, name); aufs {
+				c.Kind = "whiteout"
+			}
+		}
+		d.release()
+	}
+	return cells, 0
+}

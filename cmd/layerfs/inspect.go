@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"syscall"
@@ -14,9 +17,10 @@ import (
 )
 
 const inspectUsage = `Usage:
-  layerfs inspect [--json] -o lowerdir=A:B[,upperdir=U] [PATH]
+  layerfs inspect [--json|--svg|--html] -o lowerdir=A:B[,upperdir=U] [PATH]
   layerfs inspect [--json] --lower A --lower B [--upper U] [PATH]
   layerfs inspect [--json] LAYER... [PATH]
+  layerfs inspect [--json|--svg|--html] --mount MOUNTPOINT [PATH]
 
 In the last form the layers are listed topmost first and all read as lowers; PATH is the last
 argument when it starts with "/" and is no directory on this machine (or give --path).
@@ -25,6 +29,11 @@ Shows, without mounting, where PATH of the merged view comes from: the layer tha
 what it hides in the layers below, or the whiteout that deletes it. For a directory, the tree
 below it with each name tagged by layer and status (added, modified, merged, opaque, deleted),
 then what each layer adds and hides. Layer 0 is the upper when there is one.
+
+--svg draws the directory as the figure overlays are taught with: the merged view on top, a
+row per layer, a column per name (--depth N: down to N levels), the serving cell marked;
+--html puts it in a self-contained page. Beyond 40 names or 12 layers it draws the first and
+says how many it left out.
 
 Flags:
 `
@@ -57,6 +66,10 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	lowers := flags.StringArray("lower", nil, "a read-only layer `DIR`; repeat, topmost first")
 	upper := flags.String("upper", "", "the upper layer `DIR`")
 	asJSON := flags.Bool("json", false, "print JSON")
+	asSVG := flags.Bool("svg", false, "draw the stack as an SVG figure: a row per layer, a column per name")
+	asHTML := flags.Bool("html", false, "the same figure in a self-contained HTML page")
+	depth := flags.Int("depth", 1, "with --svg/--html, draw names down to `N` levels below the path")
+	mountFlag := flags.String("mount", "", "inspect the stack the layerfs mount at `MOUNTPOINT` serves")
 	pathFlag := flags.String("path", "", "the merged `PATH` to inspect (default: the root)")
 	flags.Usage = func() {
 		fmt.Fprint(stderr, inspectUsage)
@@ -79,6 +92,18 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	cfg.Lowers = append(cfg.Lowers, *lowers...)
 	if *upper != "" {
 		cfg.Upper = *upper
+	}
+	if *mountFlag != "" {
+		if len(cfg.Lowers) > 0 {
+			fmt.Fprintln(stderr, "layerfs inspect: --mount names the layers itself; give no others")
+			return 2
+		}
+		h, err := stackOfMount(*mountFlag)
+		if err != nil {
+			fmt.Fprintf(stderr, "layerfs inspect: --mount %s: %v\n", *mountFlag, err)
+			return 1
+		}
+		cfg.Lowers, cfg.Upper = h.Lowers, h.Upper
 	}
 	rest := flags.Args()
 	target := *pathFlag
@@ -113,6 +138,23 @@ func runInspect(args []string, stdout, stderr io.Writer) int {
 	}
 	defer ins.Close()
 
+	if *asSVG || *asHTML {
+		if *depth < 1 {
+			fmt.Fprintln(stderr, "layerfs inspect: --depth wants 1 or more")
+			return 2
+		}
+		pic, err := buildPicture(ins, path, *depth, pictureTitle(path))
+		if err != nil {
+			fmt.Fprintf(stderr, "layerfs inspect: %v\n", err)
+			return 1
+		}
+		if *asHTML {
+			writeHTML(stdout, pic)
+		} else {
+			writeSVG(stdout, pic)
+		}
+		return 0
+	}
 	self, errno := ins.Lookup(path)
 	if errno != 0 {
 		fmt.Fprintf(stderr, "layerfs inspect: %s: %v\n", displayPath(path), errno)
@@ -285,4 +327,26 @@ func isTerminal(w io.Writer) bool {
 func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
+}
+
+// stackOfMount asks the server of the layerfs mount at mnt which layers it serves (the
+// greeting on its event socket).
+func stackOfMount(mnt string) (hello, error) {
+	abs, err := filepath.Abs(mnt)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return hello{}, err
+	}
+	c, err := dialEvents(abs)
+	if err != nil {
+		return hello{}, fmt.Errorf("no layerfs server publishes its stack there (%v)", err)
+	}
+	defer c.Close()
+	h, ok := readHello(bufio.NewScanner(c))
+	if !ok || len(h.Lowers) == 0 {
+		return hello{}, errors.New("the server did not name its layers")
+	}
+	return h, nil
 }

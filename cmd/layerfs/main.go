@@ -64,8 +64,8 @@ Usage:
   layerfs -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER,workdir=WORK][,OPTION…] MOUNTPOINT
   layerfs --lower LOWER1 [--lower LOWER2…] [--upper UPPER --work WORK] MOUNTPOINT
   layerfs SOURCE MOUNTPOINT -o lowerdir=…   (as mount -t fuse.layerfs and /etc/fstab run it)
-  layerfs demo [--step]
-  layerfs inspect -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
+  layerfs demo [--step] [--html DIR]
+  layerfs inspect [--json|--svg|--html] -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
   layerfs watch [--json] MOUNTPOINT
   layerfs --version
 

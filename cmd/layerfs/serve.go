@@ -35,7 +35,7 @@ func mountWithEvents(mountpoint string, cfg unionfs.Config, warn func(string)) (
 	if err != nil {
 		return nil, nil, err
 	}
-	ev, err := listenEvents(mnt)
+	ev, err := listenEvents(mnt, cfg)
 	if err != nil {
 		ev = nil
 		warn(fmt.Sprintf("events unavailable, layerfs watch will not see this mount: %v", err))

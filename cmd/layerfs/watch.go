@@ -83,12 +83,27 @@ func eventSocket(mnt string, create bool) (string, error) {
 	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".sock"), nil
 }
 
-// helloLine is what a server sends a watcher first, once events published reach it.
-const helloLine = `{"kind":"hello"}` + "\n"
+// hello is what a server sends a watcher first, once events published reach it: the kind
+// "hello" and the stack it serves (inspect --mount draws it).
+type hello struct {
+	Kind   string   `json:"kind"`
+	Lowers []string `json:"lowers"`
+	Upper  string   `json:"upper,omitempty"`
+}
+
+// readHello reads a server's greeting.
+func readHello(sc *bufio.Scanner) (hello, bool) {
+	var h hello
+	if !sc.Scan() || json.Unmarshal(sc.Bytes(), &h) != nil || h.Kind != "hello" {
+		return h, false
+	}
+	return h, true
+}
 
 // events fans the server's events out to the watchers connected to its socket. A watcher
 // that does not keep up loses events rather than slowing the filesystem down.
 type events struct {
+	hello []byte // the first line every watcher gets
 	ln    net.Listener
 	path  string
 	mu    sync.Mutex
@@ -97,7 +112,7 @@ type events struct {
 
 // listenEvents opens the event socket of mnt; a stale socket file from a dead server is
 // replaced.
-func listenEvents(mnt string) (*events, error) {
+func listenEvents(mnt string, cfg unionfs.Config) (*events, error) {
 	path, err := eventSocket(mnt, true)
 	if err != nil {
 		return nil, err
@@ -107,7 +122,8 @@ func listenEvents(mnt string) (*events, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &events{ln: ln, path: path, conns: map[chan []byte]bool{}}
+	line, _ := json.Marshal(hello{Kind: "hello", Lowers: cfg.Lowers, Upper: cfg.Upper})
+	e := &events{hello: append(line, '\n'), ln: ln, path: path, conns: map[chan []byte]bool{}}
 	go e.accept()
 	return e, nil
 }
@@ -121,7 +137,7 @@ func (e *events) accept() {
 		ch := make(chan []byte, 256)
 		// The first line tells the watcher that it is registered: every event from then on
 		// reaches it.
-		ch <- []byte(helloLine)
+		ch <- e.hello
 		e.mu.Lock()
 		e.conns[ch] = true
 		e.mu.Unlock()
@@ -248,7 +264,7 @@ func dialEvents(mnt string) (net.Conn, error) {
 func watchFrom(c net.Conn, mnt string, asJSON bool, stdout, stderr io.Writer) int {
 	defer c.Close()
 	sc := bufio.NewScanner(c)
-	if !sc.Scan() || sc.Text()+"\n" != helloLine {
+	if _, ok := readHello(sc); !ok {
 		fmt.Fprintf(stderr, "layerfs watch: the server of %s did not answer as a layerfs server\n", mnt)
 		return 1
 	}
