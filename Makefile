@@ -18,7 +18,7 @@ build:
 setup:
 	DEBIAN_FRONTEND=noninteractive apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 attr acl make podman buildah runc \
-		busybox-static uidmap fuse-overlayfs >/dev/null
+		busybox-static uidmap fuse-overlayfs chromium >/dev/null
 	id layerfs-test >/dev/null 2>&1 || useradd --create-home layerfs-test
 	grep -q '^layerfs-test:' /etc/subuid 2>/dev/null || usermod --add-subuids 165536-231071 layerfs-test
 	grep -q '^layerfs-test:' /etc/subgid 2>/dev/null || usermod --add-subgids 165536-231071 layerfs-test
