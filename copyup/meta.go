@@ -1,20 +1,13 @@
 package copyup
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
 )
-
-// procPath names entry name of directory dirfd for the path-based xattr calls (Linux has no
-// *xattrat calls, and O_PATH descriptors refuse f*xattr).
-func procPath(dirfd int, name string) string {
-	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
-}
 
 // copyXattrs copies src's extended attributes to tmp in w, less the skipped ones, then adds
 // opt.ExtraXattrs. The error policy is the kernel's (ovl_copy_xattr): an attribute the
@@ -22,9 +15,12 @@ func procPath(dirfd int, name string) string {
 // (MustCopyXattr); any other failure fails the copy-up, so that no copy silently loses a
 // capability or an ACL.
 func copyXattrs(src Source, w int, tmp string, opt Options) error {
-	from := procPath(src.DirFd, src.Name)
-	to := procPath(w, tmp)
-	names, err := listXattrs(from)
+	from, follow := xattrs.Path(src.DirFd, src.Name), xattrs.Follows(src.Name)
+	to := xattrs.Path(w, tmp)
+	names, err := xattrs.List(from, follow)
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -32,7 +28,7 @@ func copyXattrs(src Source, w int, tmp string, opt Options) error {
 		if opt.SkipXattr != nil && opt.SkipXattr(name) {
 			continue
 		}
-		val, err := getXattr(from, name)
+		val, err := xattrs.Get(from, name, follow)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed in between
 		}
@@ -59,52 +55,6 @@ func copyXattrs(src Source, w int, tmp string, opt Options) error {
 func MustCopyXattr(name string) bool {
 	return name == "system.posix_acl_access" || name == "system.posix_acl_default" ||
 		strings.HasPrefix(name, "security.")
-}
-
-// listXattrs lists the attribute names of path (not following a final symlink).
-func listXattrs(path string) ([]string, error) {
-	for {
-		sz, err := unix.Llistxattr(path, nil)
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		if err != nil || sz == 0 {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		sz, err = unix.Llistxattr(path, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, n := range bytes.Split(buf[:sz], []byte{0}) {
-			if len(n) > 0 {
-				names = append(names, string(n))
-			}
-		}
-		return names, nil
-	}
-}
-
-func getXattr(path, name string) ([]byte, error) {
-	for {
-		sz, err := unix.Lgetxattr(path, name, nil)
-		if err != nil {
-			return nil, err
-		}
-		buf := make([]byte, sz)
-		sz, err = unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:sz], nil
-	}
 }
 
 // setOwnerMode gives entry name of directory dirfd the owner and mode of st, in that order:

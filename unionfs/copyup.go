@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ func (u *unionFS) xattrPrefix() string {
 // readOrigin returns the merged number recorded on an upper object by copy-up, if any.
 func (u *unionFS) readOrigin(dirfd int, name string) (uint64, bool) {
 	var buf [24]byte
-	n, err := unix.Lgetxattr(procPath(dirfd, name), u.xattrPrefix()+originAttr, buf[:])
+	n, err := unix.Lgetxattr(xattrs.Path(dirfd, name), u.xattrPrefix()+originAttr, buf[:])
 	if err != nil {
 		return 0, false
 	}
@@ -156,7 +157,7 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint
 // restoreTimes sets the times of the directory open as fd back to those in st.
 func restoreTimes(fd int, st *unix.Stat_t) {
 	ts := []unix.Timespec{st.Atim, st.Mtim}
-	unix.UtimesNanoAt(unix.AT_FDCWD, procPath(fd, ""), ts, 0)
+	unix.UtimesNanoAt(unix.AT_FDCWD, xattrs.Path(fd, ""), ts, 0)
 }
 
 func (u *unionFS) upper() *layer { return u.layers[0] }

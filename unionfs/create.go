@@ -10,6 +10,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/unionfs/posixacl"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -121,34 +122,22 @@ func (n *node) newMode(ctx context.Context, s *slot, mode uint32, isDir bool) (u
 
 // defaultACL reads the default ACL of the directory open as fd; nil if it has none.
 func defaultACL(fd int) ([]byte, error) {
-	p := procPath(fd, "")
-	buf := make([]byte, 256)
-	for {
-		sz, err := unix.Getxattr(p, posixacl.DefaultXattr, buf)
-		switch {
-		case err == nil:
-			return buf[:sz], nil
-		case errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP):
-			return nil, nil
-		case !errors.Is(err, unix.ERANGE):
-			return nil, err
-		}
-		if sz, err = unix.Getxattr(p, posixacl.DefaultXattr, nil); err != nil {
-			return nil, err
-		}
-		buf = make([]byte, sz)
+	acl, err := xattrs.Get(xattrs.Path(fd, ""), posixacl.DefaultXattr, true)
+	if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, nil
 	}
+	return acl, err
 }
 
 // setInheritedACLs gives entry name of dirfd the ACLs newMode chose for the slot.
 func (s *slot) setInheritedACLs(dirfd int, name string) error {
 	if s.access != nil {
-		if err := unix.Lsetxattr(procPath(dirfd, name), posixacl.AccessXattr, s.access, 0); err != nil {
+		if err := unix.Lsetxattr(xattrs.Path(dirfd, name), posixacl.AccessXattr, s.access, 0); err != nil {
 			return err
 		}
 	}
 	if s.def != nil {
-		return unix.Lsetxattr(procPath(dirfd, name), posixacl.DefaultXattr, s.def, 0)
+		return unix.Lsetxattr(xattrs.Path(dirfd, name), posixacl.DefaultXattr, s.def, 0)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -110,7 +111,7 @@ func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *reso
 	// The new link is a name the object had already: count it out of the kernel's
 	// overlay.nlink, and record the merged number the name had, as copy-up does.
 	u.adjustKernelNlink(u.kindexFd, entry, -1)
-	unix.Lsetxattr(procPath(d.fd, name), u.xattrPrefix()+originAttr,
+	unix.Lsetxattr(xattrs.Path(d.fd, name), u.xattrPrefix()+originAttr,
 		[]byte(strconv.FormatUint(res.ino, 10)), 0)
 	return true
 }
@@ -137,7 +138,7 @@ func kernelNlink(p string) (base byte, diff int, attr string, ok bool) {
 
 // adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
 func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
-	p := procPath(dirfd, name)
+	p := xattrs.Path(dirfd, name)
 	if base, d, attr, ok := kernelNlink(p); ok && base == 'U' {
 		unix.Lsetxattr(p, attr, []byte(fmt.Sprintf("U%+d", d+delta)), 0)
 	}
@@ -151,7 +152,7 @@ func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
 	if nlink < 2 || isDirStat(st) {
 		return nlink
 	}
-	base, d, _, ok := kernelNlink(procPath(dirfd, name))
+	base, d, _, ok := kernelNlink(xattrs.Path(dirfd, name))
 	if !ok {
 		return nlink
 	}
@@ -174,7 +175,7 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 		return 0, false
 	}
 	var buf [128]byte
-	p := procPath(dirfd, name)
+	p := xattrs.Path(dirfd, name)
 	for _, prefix := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
 		sz, err := unix.Lgetxattr(p, prefix+"origin", buf[:])
 		if err == nil {
@@ -188,7 +189,7 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 // the kernel's: one listxattr tells which, if any, is there (most objects have neither).
 func (u *unionFS) readOriginAny(dirfd int, name string) (uint64, bool) {
 	var buf [1024]byte
-	sz, err := unix.Llistxattr(procPath(dirfd, name), buf[:])
+	sz, err := unix.Llistxattr(xattrs.Path(dirfd, name), buf[:])
 	if err == nil {
 		names := "\x00" + string(buf[:sz])
 		switch {

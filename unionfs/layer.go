@@ -2,7 +2,6 @@ package unionfs
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -145,15 +144,4 @@ func (l *layer) close() {
 		unix.Close(l.fd)
 		l.fd = -1
 	}
-}
-
-// procPath names entry name ("" for the directory itself) of the directory open as dirfd for
-// the path-based calls Linux has no *at form of (xattrs; utimes of an O_PATH descriptor): the
-// descriptor's magic link, then the name, so the walk stays where dirfd is.
-func procPath(dirfd int, name string) string {
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
-	if name != "" {
-		p += "/" + name
-	}
-	return p
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -261,14 +262,14 @@ func (u *unionFS) setOwnerMode(dirfd int, name string, modeOK bool, mode uint32,
 // is "": through its /proc link then, which must be followed.
 func getAttr(dirfd int, name, attr string, buf []byte) (int, error) {
 	if name == "" {
-		return unix.Getxattr(procPath(dirfd, ""), attr, buf)
+		return unix.Getxattr(xattrs.Path(dirfd, ""), attr, buf)
 	}
-	return unix.Lgetxattr(procPath(dirfd, name), attr, buf)
+	return unix.Lgetxattr(xattrs.Path(dirfd, name), attr, buf)
 }
 
 func setAttr(dirfd int, name, attr string, val []byte, flags int) error {
 	if name == "" {
-		return unix.Setxattr(procPath(dirfd, ""), attr, val, flags)
+		return unix.Setxattr(xattrs.Path(dirfd, ""), attr, val, flags)
 	}
-	return unix.Lsetxattr(procPath(dirfd, name), attr, val, flags)
+	return unix.Lsetxattr(xattrs.Path(dirfd, name), attr, val, flags)
 }

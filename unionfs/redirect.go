@@ -4,6 +4,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -41,5 +42,5 @@ func (u *unionFS) followRedirect(info whiteout.DirInfo) (string, bool, syscall.E
 // setRedirect records on the upper directory entry name of dirfd that its lower parts are at
 // lowerPath (relative to the layer roots).
 func (u *unionFS) setRedirect(dirfd int, name, lowerPath string) error {
-	return unix.Lsetxattr(procPath(dirfd, name), u.xattrPrefix()+whiteout.RedirectAttr, []byte("/"+lowerPath), 0)
+	return unix.Lsetxattr(xattrs.Path(dirfd, name), u.xattrPrefix()+whiteout.RedirectAttr, []byte("/"+lowerPath), 0)
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,7 +81,7 @@ func (n *node) tmpPath() (string, bool) {
 	if n.keptFd < 0 || n.StableAttr().Mode != unix.S_IFREG {
 		return "", false
 	}
-	return procPath(n.keptFd, ""), true
+	return xattrs.Path(n.keptFd, ""), true
 }
 
 // named drops the kept descriptor once the file has a name.

@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/layerfs/layerfs/unionfs/posixacl"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
 )
 
@@ -44,7 +44,7 @@ func (n *node) xattrPath() (string, dirFD, error) {
 	if err != nil {
 		return "", d, err
 	}
-	return procPath(d.fd, name), d, nil
+	return xattrs.Path(d.fd, name), d, nil
 }
 
 // LayerXattr is a read-only attribute every object of the mount answers with the layer that
@@ -113,27 +113,13 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, toErrno(err)
 	}
 	defer d.release()
-	var buf []byte
-	for {
-		list := n.xattrOps().list
-		sz, err := list(p, nil)
-		if err != nil {
-			return 0, toErrno(err)
-		}
-		buf = make([]byte, sz)
-		sz, err = list(p, buf)
-		if err == unix.ERANGE {
-			continue // grew in between
-		}
-		if err != nil {
-			return 0, toErrno(err)
-		}
-		buf = buf[:sz]
-		break
+	names, err := xattrs.List(p, n.top().path == "")
+	if err != nil {
+		return 0, toErrno(err)
 	}
 	var out []byte
-	for _, name := range bytes.Split(buf, []byte{0}) {
-		if len(name) == 0 || n.u.isPrivateXattr(string(name)) {
+	for _, name := range names {
+		if n.u.isPrivateXattr(name) {
 			continue
 		}
 		out = append(out, name...)

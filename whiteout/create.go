@@ -3,6 +3,7 @@ package whiteout
 import (
 	"errors"
 
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,5 +33,5 @@ func MakeWhiteoutAt(dirfd int, name string) error {
 // SetOpaque marks entry name of directory dirfd (a directory) opaque with the attribute of the
 // given prefix (TrustedPrefix or UserPrefix).
 func SetOpaque(dirfd int, name, prefix string) error {
-	return unix.Lsetxattr(entryPath(dirfd, name), prefix+OpaqueAttr, []byte("y"), 0)
+	return unix.Lsetxattr(xattrs.Path(dirfd, name), prefix+OpaqueAttr, []byte("y"), 0)
 }
