@@ -1,5 +1,3 @@
-// Package unionfs serves the merged view of a layer stack through go-fuse: one node per merged
-// path, resolved with kernel overlayfs rules (see DESIGN.md, "Lookup rules").
 package unionfs
 
 import (

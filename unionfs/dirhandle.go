@@ -27,6 +27,8 @@ var (
 type dirHandle struct {
 	n *node
 
+	// mu guards the fields below (one request at a time reads a handle's listing); node.mu
+	// may be taken under it.
 	mu      sync.Mutex
 	loaded  bool
 	parts   []part

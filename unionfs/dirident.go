@@ -13,8 +13,8 @@ import (
 // damaged or edited by hand). The kernel then refuses the second with ESTALE; so do we,
 // rather than let go-fuse serve both names from one inode.
 type dirIdentities struct {
-	mu   sync.Mutex
-	byNo map[uint64]*node
+	mu   sync.Mutex       // a leaf: nothing of ours is locked under it
+	byNo map[uint64]*node // guarded by mu
 }
 
 // claim records that dir, about to be returned for name in parent, holds ino. It fails with

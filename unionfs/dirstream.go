@@ -58,7 +58,7 @@ func (h *hookedFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Di
 // handles to be closed by then.
 func (h *hookedFS) Forget(nodeid, nlookup uint64) {
 	h.streams.mu.Lock()
-	s := h.streams.take(nodeid)
+	s := h.streams.takeLocked(nodeid)
 	h.streams.mu.Unlock()
 	if s != nil {
 		h.releaseStream(nodeid, s)
@@ -118,12 +118,12 @@ func (h *hookedFS) stream(cancel <-chan struct{}, in *fuse.ReadIn) (*dirStream, 
 	if ss.byID == nil {
 		ss.byID = map[uint64]*dirStream{}
 	}
-	if old := ss.take(in.NodeId); old != nil {
+	if old := ss.takeLocked(in.NodeId); old != nil {
 		evict, evicted = append(evict, in.NodeId), append(evicted, old)
 	}
 	for len(ss.order) >= maxDirStreams {
 		id := ss.order[0]
-		evict, evicted = append(evict, id), append(evicted, ss.take(id))
+		evict, evicted = append(evict, id), append(evicted, ss.takeLocked(id))
 	}
 	ss.byID[in.NodeId] = s
 	ss.order = append(ss.order, in.NodeId)
@@ -134,8 +134,8 @@ func (h *hookedFS) stream(cancel <-chan struct{}, in *fuse.ReadIn) (*dirStream, 
 	return s, fuse.OK
 }
 
-// take removes the node's handle from the table and returns it; mu must be held.
-func (ss *dirStreams) take(id uint64) *dirStream {
+// takeLocked removes the node's handle from the table and returns it; mu must be held.
+func (ss *dirStreams) takeLocked(id uint64) *dirStream {
 	s := ss.byID[id]
 	if s == nil {
 		return nil
@@ -157,7 +157,7 @@ func (h *hookedFS) dropStream(id uint64, s *dirStream) {
 		h.streams.mu.Unlock()
 		return
 	}
-	h.streams.take(id)
+	h.streams.takeLocked(id)
 	h.streams.mu.Unlock()
 	h.releaseStream(id, s)
 }

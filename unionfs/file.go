@@ -19,6 +19,7 @@ type file struct {
 	n     *node
 	flags int
 
+	// mu guards fd, upper, old and cachedPT; node.mu may be taken under it.
 	mu sync.Mutex
 	fd int
 	// upper is set once fd is on the upper layer: a file opened read-only on a lower object

@@ -18,29 +18,34 @@ type node struct {
 	fs.Inode
 	u *unionFS
 
-	// copyMu serialises copy-ups of this node.
+	// copyMu serialises copy-ups of this node (lock order: see the package doc).
 	copyMu sync.Mutex
 
+	// mu guards the fields below up to pt; it is taken for short spans, under copyMu,
+	// file.mu or dirHandle.mu, never the other way round.
 	mu sync.Mutex
 	// where lists the layers the object lives in, topmost first: one for a non-directory,
 	// every merged layer directory for a directory. The upper part's path is not kept (see
-	// part); use parts().
+	// part); use parts(). Guarded by mu.
 	where []part
 	// dev and ino identify the topmost object itself, so that an operation can tell the
-	// object from another one that has taken its name since (a rename over it).
+	// object from another one that has taken its name since (a rename over it). Guarded by
+	// mu.
 	dev, ino uint64
 	// keptFd reaches the object when no name does: an O_TMPFILE file that has no name yet
 	// (tmpfile.go), or a directory renamed over while the kernel still knows it (rename.go,
-	// keepReplacedDir); -1 otherwise. Closed when the kernel forgets the node.
+	// keepReplacedDir); -1 otherwise. Closed when the kernel forgets the node. Guarded by
+	// mu.
 	keptFd int
 	// hidden names the work-directory link that keeps the object after its last name went
-	// (hide.go); "" otherwise.
+	// (hide.go); "" otherwise. Guarded by mu.
 	hidden string
-	// openFiles counts the open file handles of the node (file.go).
+	// openFiles counts the open file handles of the node (file.go). Guarded by mu.
 	openFiles int
-	// pt is the node's passthrough state (passthrough.go).
+	// pt is the node's passthrough state (passthrough.go). Guarded by mu.
 	pt ptState
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
+	// Atomic: read without mu.
 	noXattrs atomic.Bool
 	// privs says whether the object carries a set-id bit or a capability that a write must
 	// drop: privsUnknown, privsNone or privsSome (killpriv.go).

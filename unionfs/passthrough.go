@@ -48,7 +48,7 @@ type ptState struct {
 	// says it is on the upper copy.
 	live      bool
 	liveUpper bool
-	// cond, made on first need, wakes opens waiting for releases (waitPassthrough).
+	// cond, made on first need, wakes opens waiting for releases (waitPassthroughLocked).
 	cond *sync.Cond
 }
 
@@ -151,7 +151,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 		if deadline.IsZero() {
 			deadline = time.Now().Add(releaseWait)
 		}
-		if !n.waitPassthrough(deadline) {
+		if !n.waitPassthroughLocked(deadline) {
 			n.mu.Unlock()
 			unix.Close(fd)
 			return nil, 0, syscall.ETXTBSY
@@ -231,7 +231,7 @@ func (n *node) releasePassthrough(upper, mapper bool) {
 	if mapper {
 		n.pt.mappers--
 	}
-	n.pt.changed()
+	n.pt.changedLocked()
 	n.mu.Unlock()
 }
 
@@ -239,9 +239,9 @@ func (n *node) releasePassthrough(upper, mapper bool) {
 // of the lower object before it fails with ETXTBSY.
 const releaseWait = time.Second
 
-// waitPassthrough waits, with n.mu held, until the node's passthrough state changes or the
+// waitPassthroughLocked waits, with n.mu held, until the node's passthrough state changes or the
 // deadline passes; it reports whether the deadline was still ahead.
-func (n *node) waitPassthrough(deadline time.Time) bool {
+func (n *node) waitPassthroughLocked(deadline time.Time) bool {
 	d := time.Until(deadline)
 	if d <= 0 {
 		return false
@@ -260,8 +260,8 @@ func (n *node) waitPassthrough(deadline time.Time) bool {
 	return true
 }
 
-// changed wakes opens waiting in waitPassthrough; node.mu is held.
-func (p *ptState) changed() {
+// changedLocked wakes opens waiting in waitPassthroughLocked; node.mu is held.
+func (p *ptState) changedLocked() {
 	if p.cond != nil {
 		p.cond.Broadcast()
 	}
@@ -328,7 +328,7 @@ func (h *backingHooks) UnregisterBackingFd(id int32) syscall.Errno {
 		n := v.(*node)
 		n.mu.Lock()
 		n.pt.live = false
-		n.pt.changed()
+		n.pt.changedLocked()
 		n.mu.Unlock()
 	}
 	return errno
