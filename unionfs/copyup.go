@@ -13,28 +13,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// originAttr records, on an object copied up from a lower layer, the merged inode number it
-// had there, so st_ino stays the same after copy-up and across remounts. It lives below the
-// overlay prefix, so neither layerfs nor the kernel shows it in a merged view.
-const originAttr = "layerfs.ino"
-
 // xattrPrefix is the namespace layerfs writes its markers in.
 func (u *unionFS) xattrPrefix() string {
 	if u.cfg.UserXattr {
 		return whiteout.UserPrefix
 	}
 	return whiteout.TrustedPrefix
-}
-
-// readOrigin returns the merged number recorded on an upper object by copy-up, if any.
-func (u *unionFS) readOrigin(dirfd int, name string) (uint64, bool) {
-	var buf [24]byte
-	n, err := unix.Lgetxattr(xattrs.Path(dirfd, name), u.xattrPrefix()+originAttr, buf[:])
-	if err != nil {
-		return 0, false
-	}
-	ino, err := strconv.ParseUint(string(buf[:n]), 10, 64)
-	return ino, err == nil
 }
 
 // parentNode returns the directory node n was last seen in, or nil for the root.

@@ -99,30 +99,6 @@ func (u *unionFS) close() {
 	u.lockFds = nil
 }
 
-// fsBits is how many high bits of st_ino name the filesystem an object comes from when the
-// layers span several filesystems (the kernel's "xino" scheme).
-const fsBits = 6
-
-// inoOf maps the real inode number of an object in layer l to its merged st_ino. The mapping
-// depends only on the layer's filesystem and the real number, so it is stable across remounts
-// of the same stack. A real number too wide for the remaining bits is folded, which can in
-// theory collide; ext4, xfs and btrfs numbers fit.
-func (u *unionFS) inoOf(l *layer, real uint64) uint64 {
-	if u.sameFS {
-		return real
-	}
-	const lowBits = 64 - fsBits
-	const mask = uint64(1)<<lowBits - 1
-	if real > mask {
-		real = (real ^ real>>lowBits) & mask
-	}
-	ino := l.fsIdx<<lowBits | real
-	if ino == ^uint64(0) { // reserved by go-fuse
-		ino--
-	}
-	return ino
-}
-
 // toErrno turns an error from the unix package into an errno for FUSE.
 func toErrno(err error) syscall.Errno {
 	if err == nil {
