@@ -363,22 +363,17 @@ func TestAtimeOptions(t *testing.T) {
 
 // atimeOption returns the access-time words among the mount options of the mount at mnt.
 func atimeOption(t *testing.T, mnt string) string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	must(t, err)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 5 && unescapeMountinfo(f[4]) == mnt {
-			var words []string
-			for _, w := range strings.Split(f[5], ",") {
-				if strings.Contains(w, "atime") {
-					words = append(words, w)
-				}
-			}
-			return strings.Join(words, ",")
+	e, ok := mountAt(mnt)
+	if !ok {
+		t.Fatalf("%s is not mounted", mnt)
+	}
+	var words []string
+	for _, w := range strings.Split(e.Options, ",") {
+		if strings.Contains(w, "atime") {
+			words = append(words, w)
 		}
 	}
-	t.Fatalf("%s is not mounted", mnt)
-	return ""
+	return strings.Join(words, ",")
 }
 
 // TestSetIDDropped: writes, truncates, allocations and chgrp by a caller without CAP_FSETID

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -30,30 +29,52 @@ func (s stack) options() string {
 	return o
 }
 
-// mountType returns the filesystem type mounted at mnt ("" when nothing is), read from
-// /proc/self/mountinfo.
-func mountType(t testing.TB, mnt string) string {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	typ := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		// id parent major:minor root mountpoint options [optional…] - type source superopts
-		if len(f) < 10 || unescapeMountinfo(f[4]) != mnt {
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	Device     string // "major:minor"
+	Mountpoint string
+	Options    string // the per-mount options (rw,nosuid,relatime …)
+	Type       string
+	Source     string
+}
+
+// mounts reads /proc/self/mountinfo, the one parser of it the tests use: "id parent
+// major:minor root mountpoint options [optional fields…] - type source superoptions".
+func mounts() []mountEntry {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []mountEntry
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
 			continue
 		}
-		for i := 6; i < len(f)-1; i++ {
+		e := mountEntry{Device: f[2], Mountpoint: unescapeMountinfo(f[4]), Options: f[5]}
+		for i := 6; i < len(f)-2; i++ {
 			if f[i] == "-" {
-				typ = f[i+1] // the last mount on mnt is the visible one
+				e.Type, e.Source = f[i+1], unescapeMountinfo(f[i+2])
 				break
 			}
 		}
+		out = append(out, e)
 	}
-	return typ
+	return out
+}
+
+// mountAt is the visible mount on mnt (the last one mounted there); ok is false when nothing
+// is mounted there.
+func mountAt(mnt string) (e mountEntry, ok bool) {
+	for _, m := range mounts() {
+		if m.Mountpoint == mnt {
+			e, ok = m, true
+		}
+	}
+	return e, ok
+}
+
+// mountType returns the filesystem type mounted at mnt ("" when nothing is).
+func mountType(t testing.TB, mnt string) string {
+	e, _ := mountAt(mnt)
+	return e.Type
 }
 
 func unescapeMountinfo(s string) string {
@@ -228,17 +249,11 @@ func killServer(t testing.TB, cmd *exec.Cmd, done <-chan error, mnt string) {
 	}
 }
 
-// mountDevice is the device ("major:minor") of the filesystem mounted at mnt, from
-// /proc/self/mountinfo ("" when nothing is mounted there).
+// mountDevice is the device ("major:minor") of the filesystem mounted at mnt ("" when
+// nothing is mounted there).
 func mountDevice(mnt string) string {
-	dev := ""
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
-			dev = f[2] // the last mount on the path is the visible one
-		}
-	}
-	return dev
+	e, _ := mountAt(mnt)
+	return e.Device
 }
 
 // connectionOf names the FUSE connection of the filesystem mounted at mnt: its device minor

@@ -108,12 +108,10 @@ func (e *engine) cleanup() {
 
 // mountsBelow lists mountpoints below dir, deepest first.
 func mountsBelow(dir string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
 	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(unescapeMountinfo(f[4]), dir+"/") {
-			out = append(out, unescapeMountinfo(f[4]))
+	for _, m := range mounts() {
+		if strings.HasPrefix(m.Mountpoint, dir+"/") {
+			out = append(out, m.Mountpoint)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })

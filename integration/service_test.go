@@ -43,23 +43,10 @@ func helperProgram(t *testing.T) string {
 	return name
 }
 
-// mountSource returns the source and type of the mount on mnt, from /proc/self/mountinfo.
+// mountSource returns the source and type of the mount on mnt.
 func mountSource(t *testing.T, mnt string) (source, typ string) {
-	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	must(t, err)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 || unescapeMountinfo(f[4]) != mnt {
-			continue
-		}
-		for i := 6; i < len(f)-2; i++ {
-			if f[i] == "-" {
-				typ, source = f[i+1], f[i+2]
-			}
-		}
-	}
-	return source, typ
+	e, _ := mountAt(mnt)
+	return e.Source, e.Type
 }
 
 // TestMountHelperAndFstab: "mount -t fuse.layerfs SOURCE MNT -o …" and an fstab line mount
