@@ -43,7 +43,7 @@ var (
 
 func newFile(n *node, fd, flags int, upper bool) *file {
 	n.mu.Lock()
-	n.openFiles++
+	n.openLocked().openFiles++
 	n.mu.Unlock()
 	return &file{n: n, fd: fd, flags: flags, upper: upper}
 }
@@ -93,11 +93,11 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.fd, f.old = -1, nil
 	n := f.n
 	n.mu.Lock()
-	n.openFiles--
+	n.openLocked().openFiles--
 	if f.cachedPT {
-		n.pt.cached--
+		n.ptLocked().cached--
 	}
-	last := n.openFiles == 0 && !n.u.cfg.NoOpen
+	last := n.openFilesLocked() == 0 && !n.u.cfg.NoOpen
 	n.mu.Unlock()
 	if last {
 		n.dropHidden() // a removed file closed for the last time: nothing can reach it now

@@ -34,7 +34,7 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 	parts := c.parts()
 	if n.u.layers[parts[0].layer].upper {
 		c.mu.Lock()
-		open := c.openFiles > 0
+		open := c.openFilesLocked() > 0
 		c.mu.Unlock()
 		if !n.u.cfg.NoOpen && !open {
 			return undo, 0 // not open: nothing can reach it once its name is gone
@@ -48,11 +48,11 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 			return undo, toErrno(err)
 		}
 		c.mu.Lock()
-		c.hidden = tmp
+		c.openLocked().hidden = tmp
 		c.mu.Unlock()
 		return func() {
 			c.mu.Lock()
-			c.hidden = ""
+			c.openLocked().hidden = ""
 			c.mu.Unlock()
 			unix.Unlinkat(n.u.workFd, tmp, 0)
 		}, 0
@@ -72,14 +72,16 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 func (n *node) hiddenName() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.hidden
+	return n.hiddenLocked()
 }
 
 // dropHidden removes the work-directory name once the kernel has forgotten the node.
 func (n *node) dropHidden() {
 	n.mu.Lock()
-	h := n.hidden
-	n.hidden = ""
+	h := n.hiddenLocked()
+	if h != "" {
+		n.open.hidden = ""
+	}
 	n.mu.Unlock()
 	if h != "" {
 		unix.Unlinkat(n.u.workFd, h, 0)
@@ -119,7 +121,7 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 		return toErrno(err)
 	}
 	n.mu.Lock()
-	n.hidden = tmp
+	n.openLocked().hidden = tmp
 	n.mu.Unlock()
 	n.setWhere([]part{{layer: 0}}, &st)
 	return 0

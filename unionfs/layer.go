@@ -24,6 +24,10 @@ type layer struct {
 	// noatime and nodiratime say that reads through the mount must not move the atimes of
 	// the layer's files or directories (atime.go). Set before serving.
 	noatime, nodiratime bool
+	// alone is the placement of a node that lives in this layer only, at its merged path:
+	// []part{{layer: index}}, shared by all such nodes (compact). Set before serving; never
+	// changed.
+	alone []part
 }
 
 func openLayer(path string) (*layer, error) {

@@ -59,7 +59,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}
-	root := &node{u: u, keptFd: -1}
+	root := &node{u: u}
 	for i := range u.layers {
 		root.where = append(root.where, part{layer: i})
 	}

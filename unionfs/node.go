@@ -32,18 +32,10 @@ type node struct {
 	// object from another one that has taken its name since (a rename over it). Guarded by
 	// mu.
 	dev, ino uint64
-	// keptFd reaches the object when no name does: an O_TMPFILE file that has no name yet
-	// (tmpfile.go), or a directory renamed over while the kernel still knows it (rename.go,
-	// keepReplacedDir); -1 otherwise. Closed when the kernel forgets the node. Guarded by
-	// mu.
-	keptFd int
-	// hidden names the work-directory link that keeps the object after its last name went
-	// (hide.go); "" otherwise. Guarded by mu.
-	hidden string
-	// openFiles counts the open file handles of the node (file.go). Guarded by mu.
-	openFiles int
-	// pt is the node's passthrough state (passthrough.go). Guarded by mu.
-	pt ptState
+	// open is what only an opened (or removed, or unnamed) object needs, nil until then
+	// (openLocked): most nodes, made by a walk, are never opened, and memory per node
+	// counts. Guarded by mu, as are its fields.
+	open *nodeOpen
 	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
 	// Atomic: read without mu.
 	noXattrs atomic.Bool
@@ -92,6 +84,11 @@ func (u *unionFS) compact(parts []part, merged string) []part {
 	if u.cfg.RedirectDir == RedirectOn {
 		return parts
 	}
+	if len(parts) == 1 && parts[0].path == merged {
+		// The common case, a file in one layer under its own path: a slice shared by every
+		// such node of the layer (where is never changed in place, only replaced).
+		return u.layers[parts[0].layer].alone
+	}
 	out := make([]part, len(parts))
 	for i, p := range parts {
 		if p.path != merged {
@@ -139,10 +136,10 @@ func (n *node) topLayer() *layer {
 
 // newChild makes (or finds, for a hard link or a name seen before) the inode for res, found
 // at the merged path merged. A directory whose number another merged directory holds is
-// ESTALE (dirident.go).
+// ESTALE (identity.go).
 func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	parts := n.u.compact(res.parts, merged)
-	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino, keptFd: -1}
+	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino}
 	shown := res.st
 	n.u.overrideAttr(res.parts[0], &shown)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.ino})
@@ -233,7 +230,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		n.mu.Lock()
 		if fd < 0 {
-			fd = n.keptFd
+			fd = n.keptFdLocked()
 		}
 		n.mu.Unlock()
 		if fd < 0 {
@@ -294,4 +291,51 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.NameLen = uint32(s.Namelen)
 	out.Frsize = uint32(s.Frsize)
 	return 0
+}
+
+// nodeOpen is the state of a node that is open, removed while open, or has no name.
+type nodeOpen struct {
+	// keptFd reaches the object when no name does: an O_TMPFILE file that has no name yet
+	// (tmpfile.go), or a directory renamed over while the kernel still knows it (rename.go,
+	// keepReplacedDir); -1 otherwise. Closed when the kernel forgets the node.
+	keptFd int
+	// hidden names the work-directory link that keeps the object after its last name went
+	// (hide.go); "" otherwise.
+	hidden string
+	// openFiles counts the open file handles of the node (file.go).
+	openFiles int
+	// pt is the node's passthrough state (passthrough.go).
+	pt ptState
+}
+
+// openLocked returns the node's open state, made on first need; n.mu is held.
+func (n *node) openLocked() *nodeOpen {
+	if n.open == nil {
+		n.open = &nodeOpen{keptFd: -1}
+	}
+	return n.open
+}
+
+// keptFdLocked is the node's kept descriptor, -1 if none; n.mu is held.
+func (n *node) keptFdLocked() int {
+	if n.open == nil {
+		return -1
+	}
+	return n.open.keptFd
+}
+
+// hiddenLocked is the node's work-directory name, "" if none; n.mu is held.
+func (n *node) hiddenLocked() string {
+	if n.open == nil {
+		return ""
+	}
+	return n.open.hidden
+}
+
+// openFilesLocked counts the node's open file handles; n.mu is held.
+func (n *node) openFilesLocked() int {
+	if n.open == nil {
+		return 0
+	}
+	return n.open.openFiles
 }

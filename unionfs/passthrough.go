@@ -36,7 +36,8 @@ import (
 // our backingHooks instead of the server: every registration and unregistration passes
 // through them.
 
-// ptState is a node's passthrough bookkeeping, guarded by node.mu.
+// ptState is a node's passthrough bookkeeping, guarded by node.mu; it is part of the node's
+// open state (nodeOpen), made at its first open.
 type ptState struct {
 	// lower and upper count the passthrough handles on each object given out and not yet
 	// released; cached counts the handles served through us while passthrough is on;
@@ -128,7 +129,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 	big := write || o.size >= passthroughMin
 	// A write we do not see cannot drop a set-id bit or a capability (killpriv.go).
 	served := write && n.privs.Load() == privsSome
-	p := &n.pt
+	p := n.ptLocked()
 	var deadline time.Time
 	for {
 		// The kernel allows passthrough opens of an inode only beside passthrough opens,
@@ -179,7 +180,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 func (n *node) volatileAttrs() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.pt.mappers > 0
+	return n.open != nil && n.open.pt.mappers > 0
 }
 
 // volatileTimeout marks the attributes of a node with volatileAttrs. go-fuse replaces a zero
@@ -223,15 +224,16 @@ func (n *node) notifyWriter(fh fs.FileHandle) {
 // registration after this, which backingHooks reports.
 func (n *node) releasePassthrough(upper, mapper bool) {
 	n.mu.Lock()
+	p := n.ptLocked()
 	if upper {
-		n.pt.upper--
+		p.upper--
 	} else {
-		n.pt.lower--
+		p.lower--
 	}
 	if mapper {
-		n.pt.mappers--
+		p.mappers--
 	}
-	n.pt.changedLocked()
+	p.changedLocked()
 	n.mu.Unlock()
 }
 
@@ -246,10 +248,11 @@ func (n *node) waitPassthroughLocked(deadline time.Time) bool {
 	if d <= 0 {
 		return false
 	}
-	if n.pt.cond == nil {
-		n.pt.cond = sync.NewCond(&n.mu)
+	p := n.ptLocked()
+	if p.cond == nil {
+		p.cond = sync.NewCond(&n.mu)
 	}
-	cond := n.pt.cond
+	cond := p.cond
 	t := time.AfterFunc(d, func() {
 		n.mu.Lock()
 		cond.Broadcast()
@@ -314,7 +317,8 @@ func (h *backingHooks) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Err
 	if f != nil {
 		n := f.n
 		n.mu.Lock()
-		n.pt.live, n.pt.liveUpper = true, f.upper
+		p := n.ptLocked()
+		p.live, p.liveUpper = true, f.upper
 		n.mu.Unlock()
 		h.pt.ids.Store(id, n)
 	}
@@ -327,8 +331,9 @@ func (h *backingHooks) UnregisterBackingFd(id int32) syscall.Errno {
 	if v, ok := h.pt.ids.LoadAndDelete(id); ok {
 		n := v.(*node)
 		n.mu.Lock()
-		n.pt.live = false
-		n.pt.changedLocked()
+		p := n.ptLocked()
+		p.live = false
+		p.changedLocked()
 		n.mu.Unlock()
 	}
 	return errno
@@ -365,3 +370,6 @@ func (f *ptFile) Release(ctx context.Context) syscall.Errno {
 	f.n.releasePassthrough(f.upper, f.mapper)
 	return errno
 }
+
+// ptLocked returns the node's passthrough state, made on first need; n.mu is held.
+func (n *node) ptLocked() *ptState { return &n.openLocked().pt }

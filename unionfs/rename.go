@@ -219,16 +219,17 @@ func (n *node) keepReplacedDir(name string) (undo func()) {
 		return undo
 	}
 	c.mu.Lock()
-	old := c.keptFd
-	c.keptFd = fd
+	o := c.openLocked()
+	old := o.keptFd
+	o.keptFd = fd
 	c.mu.Unlock()
 	if old >= 0 {
 		unix.Close(old)
 	}
 	return func() {
 		c.mu.Lock()
-		if c.keptFd == fd {
-			c.keptFd = -1
+		if c.open != nil && c.open.keptFd == fd {
+			c.open.keptFd = -1
 		}
 		c.mu.Unlock()
 		unix.Close(fd)

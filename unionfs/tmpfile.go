@@ -65,7 +65,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	}
 	unix.CloseOnExec(keep)
 	ino := n.u.inoOf(n.u.upper(), st.Ino)
-	child := &node{u: n.u, where: []part{{layer: 0}}, dev: st.Dev, ino: st.Ino, keptFd: keep}
+	child := &node{u: n.u, where: n.u.upper().alone, dev: st.Dev, ino: st.Ino, open: &nodeOpen{keptFd: keep}}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	n.u.fillAttr(&out.Attr, &st, ino, 0)
 	child.notePrivsNew(st.Mode)
@@ -78,18 +78,19 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 func (n *node) tmpPath() (string, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.keptFd < 0 || n.StableAttr().Mode != unix.S_IFREG {
+	fd := n.keptFdLocked()
+	if fd < 0 || n.StableAttr().Mode != unix.S_IFREG {
 		return "", false
 	}
-	return xattrs.Path(n.keptFd, ""), true
+	return xattrs.Path(fd, ""), true
 }
 
 // named drops the kept descriptor once the file has a name.
 func (n *node) named() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.keptFd >= 0 {
-		unix.Close(n.keptFd)
-		n.keptFd = -1
+	if fd := n.keptFdLocked(); fd >= 0 {
+		unix.Close(fd)
+		n.open.keptFd = -1
 	}
 }

@@ -21,7 +21,7 @@ type unionFS struct {
 	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
 	kindex   kernelIndex
 	kindexFd int
-	// dirs keeps one merged directory per directory inode number (dirident.go).
+	// dirs keeps one merged directory per directory inode number (identity.go).
 	dirs dirIdentities
 	// overrideXattrs are the override attributes some layer uses (overridestat.go).
 	overrideXattrs map[string]bool
@@ -52,6 +52,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 			return nil, err
 		}
 		l.index = i
+		l.alone = []part{{layer: i}}
 		l.upper = u.hasUpper && i == 0
 		idx, ok := devs[l.dev]
 		if !ok {
