@@ -70,21 +70,16 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 		d.release()
 		return s, toErrno(err)
 	}
-	var st unix.Stat_t
-	err = unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	e, err := whiteout.Classify(d.fd, name, whiteout.LookupRule(true, true))
 	switch {
-	case err == nil && whiteout.IsWhiteoutDev(&st):
-		s.whiteout = true
-	case err == nil:
-		d.release()
-		return s, syscall.EEXIST
-	case errors.Is(err, unix.ENOENT):
-		if ok, _ := whiteout.HasAufsWhiteout(d.fd, name); ok {
-			s.whiteout, s.aufs = true, true
-		}
-	default:
+	case err != nil:
 		d.release()
 		return s, toErrno(err)
+	case e.Kind == whiteout.Object:
+		d.release()
+		return s, syscall.EEXIST
+	case e.Kind == whiteout.Whiteout:
+		s.whiteout, s.aufs = true, e.Format == whiteout.Aufs
 	}
 	return s, 0
 }

@@ -185,10 +185,10 @@ func (i *Inspector) origin(parentParts []part, name string, res *resolution) Ori
 		if p.layer <= res.top() || contains(o.Merged, p.layer) {
 			continue
 		}
-		if st, ok := i.statIn(p, name); ok && !whiteout.IsWhiteoutDev(&st) {
+		if e := i.classify(p, name); e.Kind == whiteout.Object {
 			o.Shadowed = append(o.Shadowed, p.layer)
-			if st.Mode&unix.S_IFMT == unix.S_IFREG {
-				o.ShadowedBytes += st.Size
+			if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
+				o.ShadowedBytes += e.Stat.Size
 			}
 		}
 	}
@@ -209,34 +209,21 @@ func (i *Inspector) origin(parentParts []part, name string, res *resolution) Ori
 func (i *Inspector) deleted(parentParts []part, name string) (Origin, syscall.Errno) {
 	o := Origin{Name: name, Status: "deleted", Layer: -1}
 	for _, p := range parentParts {
-		st, ok := i.statIn(p, name)
+		e := i.classify(p, name)
 		if o.Layer < 0 {
-			if ok && whiteout.IsWhiteoutDev(&st) {
+			switch e.Kind {
+			case whiteout.Whiteout:
 				o.Layer = p.layer
-				continue
-			}
-			if d, err := i.u.layers[p.layer].openDir(p.path); err == nil {
-				aufs, _ := whiteout.HasAufsWhiteout(d.fd, name)
-				xw := false
-				if ok && !i.u.layers[p.layer].upper {
-					xw, _ = whiteout.IsXWhiteout(d.fd, name, &st)
-				}
-				d.release()
-				if aufs && !ok || xw {
-					o.Layer = p.layer
-					continue
-				}
-			}
-			if ok {
+			case whiteout.Object:
 				return Origin{}, syscall.ENOENT // shown after all: not deleted
 			}
 			continue
 		}
-		if ok && !whiteout.IsWhiteoutDev(&st) {
+		if e.Kind == whiteout.Object {
 			o.Shadowed = append(o.Shadowed, p.layer)
-			o.Type = typeName(st.Mode)
-			if st.Mode&unix.S_IFMT == unix.S_IFREG {
-				o.ShadowedBytes += st.Size
+			o.Type = typeName(e.Stat.Mode)
+			if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
+				o.ShadowedBytes += e.Stat.Size
 			}
 		}
 	}
@@ -246,10 +233,16 @@ func (i *Inspector) deleted(parentParts []part, name string) (Origin, syscall.Er
 	return o, 0
 }
 
-func (i *Inspector) statIn(p part, name string) (unix.Stat_t, bool) {
-	var st unix.Stat_t
-	err := i.u.layers[p.layer].stat(joinPath(p.path, name), &st)
-	return st, err == nil
+// classify tells what layer part p holds under name, as a lookup reads it; Absent when the
+// directory cannot be read.
+func (i *Inspector) classify(p part, name string) whiteout.Entry {
+	d, err := i.u.layers[p.layer].openDir(p.path)
+	if err != nil {
+		return whiteout.Entry{}
+	}
+	defer d.release()
+	e, _ := whiteout.Classify(d.fd, name, whiteout.LookupRule(i.u.layers[p.layer].upper, true))
+	return e
 }
 
 func contains(list []int, v int) bool {
@@ -314,16 +307,12 @@ func (i *Inspector) Cells(dir, name string) ([]Cell, syscall.Errno) {
 		if err != nil {
 			continue
 		}
-		var st unix.Stat_t
-		ok := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
-		switch {
-		case ok && whiteout.IsWhiteoutDev(&st):
+		e, _ := whiteout.Classify(d.fd, name, whiteout.LookupRule(i.u.layers[p.layer].upper, true))
+		switch e.Kind {
+		case whiteout.Whiteout:
 			c.Kind = "whiteout"
-		case ok:
-			c.Kind = typeName(st.Mode)
-			if xw, _ := whiteout.IsXWhiteout(d.fd, name, &st); xw && !i.u.layers[p.layer].upper {
-				c.Kind = "whiteout"
-			}
+		case whiteout.Object:
+			c.Kind = typeName(e.Stat.Mode)
 			if c.Kind == "dir" {
 				if info, err := whiteout.ReadDirInfo(d.fd, name); err == nil {
 					c.Opaque = info.Opaque
@@ -331,10 +320,6 @@ func (i *Inspector) Cells(dir, name string) ([]Cell, syscall.Errno) {
 						c.Redirect = info.Redirect
 					}
 				}
-			}
-		default:
-			if aufs, _ := whiteout.HasAufsWhiteout(d.fd, name); aufs {
-				c.Kind = "whiteout"
 			}
 		}
 		d.release()

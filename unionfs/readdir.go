@@ -139,13 +139,9 @@ func (u *unionFS) mergedEntriesFrom(parts []part, limit int) ([]fuse.DirEntry, [
 					return nil, nil, toErrno(err)
 				}
 				typ = st.Mode & unix.S_IFMT
-				if whiteout.IsWhiteoutDev(&st) {
+				// An attribute that cannot be read leaves the entry shown.
+				if c, _ := whiteout.ClassifyStat(fd, e.name, &st, whiteout.ListingRule(l.upper, xwhiteouts)); c.Kind == whiteout.Whiteout {
 					continue
-				}
-				if xwhiteouts && typ == unix.S_IFREG && st.Size == 0 {
-					if wh, _ := whiteout.IsXWhiteout(fd, e.name, &st); wh {
-						continue
-					}
 				}
 			}
 			if typ == unix.S_IFREG && l.overrideXattr != "" {

@@ -106,7 +106,8 @@ func (u *unionFS) checkEmpty(parts []part) syscall.Errno {
 			if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 				continue
 			}
-			if ok, _ := whiteout.IsXWhiteout(d.fd, name, &st); ok {
+			// As a lookup in a lower layer reads it: an xattr whiteout anywhere counts.
+			if e, _ := whiteout.ClassifyStat(d.fd, name, &st, whiteout.LookupRule(false, false)); e.Format == whiteout.Xattr {
 				d.release()
 				return syscall.ENOTEMPTY
 			}

@@ -130,23 +130,22 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	// What sits at the destination in the upper, and must go or be replaced.
 	aufsAtDst := false
 	if !exchange {
-		var st unix.Stat_t
-		err := unix.Fstatat(dd.fd, newName, &st, unix.AT_SYMLINK_NOFOLLOW)
+		e, err := whiteout.Classify(dd.fd, newName, whiteout.LookupRule(true, true))
 		switch {
-		case err == nil && whiteout.IsWhiteoutDev(&st) && srcIsDir:
+		case err != nil:
+			return toErrno(err)
+		case e.Format == whiteout.Device && srcIsDir:
 			// rename cannot put a directory over a non-directory.
 			if err := unix.Unlinkat(dd.fd, newName, 0); err != nil {
 				return toErrno(err)
 			}
-		case err == nil && isDirStat(&st):
+		case e.Kind == whiteout.Object && isDirStat(&e.Stat):
 			// The merged view of it is empty, but its upper part may hold whiteouts.
 			if err := clearDir(dd.fd, newName); err != nil {
 				return toErrno(err)
 			}
-		case errors.Is(err, unix.ENOENT):
-			aufsAtDst, _ = whiteout.HasAufsWhiteout(dd.fd, newName)
-		case err != nil:
-			return toErrno(err)
+		case e.Format == whiteout.Aufs:
+			aufsAtDst = true
 		}
 	}
 

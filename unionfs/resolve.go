@@ -92,35 +92,17 @@ func (u *unionFS) resolve(dirs *parentDirs, name string) (res resolution, errno 
 			}
 			return res, toErrno(err)
 		}
-		var st unix.Stat_t
-		err = unix.Fstatat(fd, lookName, &st, unix.AT_SYMLINK_NOFOLLOW)
+		e, err := whiteout.Classify(fd, lookName, whiteout.LookupRule(l.upper, !last))
 		if err != nil {
-			if !missing(err) {
-				return res, toErrno(err)
-			}
-			if !last {
-				wh, err := whiteout.HasAufsWhiteout(fd, lookName)
-				if err != nil {
-					return res, toErrno(err)
-				}
-				if wh {
-					break
-				}
-			}
+			return res, toErrno(err)
+		}
+		if e.Kind == whiteout.Whiteout {
+			break // hides the name in every layer below
+		}
+		if e.Kind == whiteout.Absent {
 			continue
 		}
-		if whiteout.IsWhiteoutDev(&st) {
-			break
-		}
-		if !l.upper && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
-			wh, err := whiteout.IsXWhiteout(fd, lookName, &st)
-			if err != nil {
-				return res, toErrno(err)
-			}
-			if wh {
-				break
-			}
-		}
+		st := e.Stat
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		here := part{layer: p.layer, path: joinPath(p.path, lookName)}
 		if !found {

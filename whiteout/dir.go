@@ -60,7 +60,7 @@ func ReadDirInfo(dirfd int, name string) (DirInfo, error) {
 
 // IsXWhiteout reports whether entry name of directory dirfd, whose stat is st, is a whiteout in
 // the xattr format: an empty regular file that carries the overlay whiteout attribute. The kernel
-// honours it only in lower layers; callers check that.
+// honours it only in lower layers (Classify applies the rules).
 func IsXWhiteout(dirfd int, name string, st *unix.Stat_t) (bool, error) {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
 		return false, nil

@@ -1,6 +1,6 @@
 // Package whiteout knows the on-disk markers of overlay layers: which directory entries are
 // whiteouts, which directories are opaque, and which extended attributes are private to the
-// overlay. It is the only package that knows these formats (see DESIGN.md, "On-disk formats").
+// overlay. It is the only package that knows these formats (the README's "On-disk formats").
 //
 // Everything here works on directory file descriptors and names, never on absolute paths, so that
 // callers can stay beneath a layer's root. Nothing here imports FUSE.
