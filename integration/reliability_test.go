@@ -89,7 +89,8 @@ func TestCrashDuringCopyUp(t *testing.T) {
 }
 
 // TestUpperFull: with a small upper, copy-up and writes fail with ENOSPC; nothing partial
-// shows, the lower stays readable, and once space is freed the mount works again.
+// shows, the lower stays readable, and once space is freed the mount works again. The failed
+// copy-up is in the problem log with its cause.
 func TestUpperFull(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
@@ -102,7 +103,8 @@ func TestUpperFull(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 2<<20)
 	must(t, os.WriteFile(filepath.Join(st.Lowers[0], "big"), big, 0o644))
 	mnt := mkdir(t, root, "mnt")
-	mountLayerfs(t, st, mnt)
+	logFile := filepath.Join(root, "problems.log")
+	mountLayerfs(t, st, mnt, "-o", "log="+logFile)
 
 	f, err := os.OpenFile(filepath.Join(mnt, "big"), os.O_WRONLY|os.O_APPEND, 0)
 	if !errors.Is(err, syscall.ENOSPC) {
@@ -119,6 +121,10 @@ func TestUpperFull(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(st.Work, "work")); len(left) != 0 {
 		t.Errorf("%d objects left in the work directory", len(left))
+	}
+	// The server logs before it answers: the line is there once open(2) has returned.
+	if data, _ := os.ReadFile(logFile); !strings.Contains(string(data), "copy-up of /big from layer 1") || !strings.Contains(string(data), "no space left on device") {
+		t.Errorf("problem log after the failed copy-up:\n%s", data)
 	}
 	err = os.WriteFile(filepath.Join(mnt, "fill"), bytes.Repeat([]byte("y"), 2<<20), 0o644)
 	if !errors.Is(err, syscall.ENOSPC) {
