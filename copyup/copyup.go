@@ -7,9 +7,8 @@ package copyup
 
 import (
 	"fmt"
-	"strconv"
-	"sync/atomic"
 
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,13 +34,6 @@ type Options struct {
 	ExtraXattrs map[string][]byte
 }
 
-var tmpCounter atomic.Uint64
-
-// TempName returns a fresh name for an object under construction in the work directory.
-func TempName() string {
-	return "#layerfs-" + strconv.Itoa(unix.Getpid()) + "-" + strconv.FormatUint(tmpCounter.Add(1), 10)
-}
-
 // Object copies src into directory dstDirFd as dstName, which must not exist. On failure
 // nothing is left behind, in the work directory or at the destination.
 func Object(src Source, dstDirFd int, dstName string, opt Options) error {
@@ -59,7 +51,7 @@ func Object(src Source, dstDirFd int, dstName string, opt Options) error {
 // buildTemp makes a complete copy of src in the work directory and returns its temporary name;
 // the caller renames it into place (or discards it).
 func buildTemp(src Source, opt Options) (string, error) {
-	tmp := TempName()
+	tmp := workdir.TempName()
 	if err := build(src, tmp, opt); err != nil {
 		discard(opt.WorkFd, tmp)
 		return "", fmt.Errorf("copy-up of %s: %w", src.Name, err)
@@ -112,5 +104,5 @@ func discard(workFd int, name string) {
 	if unix.Unlinkat(workFd, name, 0) == nil {
 		return
 	}
-	RemoveAll(workFd, name)
+	workdir.RemoveAll(workFd, name)
 }

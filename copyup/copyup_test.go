@@ -174,20 +174,6 @@ func TestExistingDestinationLeavesNothing(t *testing.T) {
 	f.workEmpty(t)
 }
 
-func TestRemoveAll(t *testing.T) {
-	f := newFixture(t)
-	os.MkdirAll(filepath.Join(f.work, "x/y/z"), 0o755)
-	os.WriteFile(filepath.Join(f.work, "x/y/file"), nil, 0o644)
-	os.Symlink("/", filepath.Join(f.work, "x/escape"))
-	if err := RemoveAll(f.workFd, "x"); err != nil {
-		t.Fatal(err)
-	}
-	f.workEmpty(t)
-	if _, err := os.Stat("/"); err != nil {
-		t.Fatal("RemoveAll followed a symlink")
-	}
-}
-
 // capV2 is a version-2 security.capability value granting cap_net_raw, effective.
 var capV2 = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
 

@@ -8,8 +8,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/unionfs/posixacl"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -223,7 +223,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 		}
 		return 0
 	}
-	tmp := copyup.TempName()
+	tmp := workdir.TempName()
 	w := n.u.workFd
 	err := mk(w, tmp)
 	if err == nil {

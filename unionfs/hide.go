@@ -4,6 +4,7 @@ import (
 	"syscall"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -43,7 +44,7 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Nlink > 1 || !c.isSelf(&st) {
 			return undo, 0 // other names keep it in the tree, or it is not this node's object
 		}
-		tmp := copyup.TempName()
+		tmp := workdir.TempName()
 		if err := unix.Linkat(dirfd, name, n.u.workFd, tmp, 0); err != nil {
 			return undo, toErrno(err)
 		}
@@ -111,7 +112,7 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	if !n.isSelf(&st) {
 		return syscall.ESTALE
 	}
-	tmp := copyup.TempName()
+	tmp := workdir.TempName()
 	opt := copyup.Options{WorkFd: n.u.workFd, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
 	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
 		return n.u.copyFailed(top.path, top.layer, err)

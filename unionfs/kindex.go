@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -31,13 +31,13 @@ const (
 // kernelIndex maps the inode number in each index entry's file handle to the entry's name.
 type kernelIndex map[uint64]string
 
-// readKernelIndex reads workdir/index, if the kernel left one.
-func readKernelIndex(workdir string) (kernelIndex, int) {
-	fd, err := unix.Open(workdir+"/index", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// readKernelIndex reads work/index (work is the stack's workdir), if the kernel left one.
+func readKernelIndex(work string) (kernelIndex, int) {
+	fd, err := unix.Open(work+"/index", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, -1
 	}
-	names, err := copyup.ReadDirNames(fd)
+	names, err := workdir.ReadNames(fd)
 	if err != nil {
 		unix.Close(fd)
 		return nil, -1

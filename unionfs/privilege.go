@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -48,7 +48,7 @@ func inInitialUserNS() bool {
 // canMakeWhiteouts tries to make a character device 0/0 in the work directory: unprivileged
 // users may since Linux 5.8; where they may not, whiteouts are ".wh.<name>" files.
 func canMakeWhiteouts(workFd int) bool {
-	tmp := copyup.TempName()
+	tmp := workdir.TempName()
 	if err := whiteout.MakeWhiteoutAt(workFd, tmp); err != nil {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,7 +117,7 @@ func (u *unionFS) checkLayers() {
 	}
 	if u.workFd >= 0 && removed(u.workFd) {
 		if _, said := u.problems.gone.LoadOrStore(len(u.layers), true); !said {
-			u.problem("", "work directory %s/%s was removed while mounted: copy-ups, whiteouts and new directories fail until the mount is made again", u.cfg.Work, workDirName)
+			u.problem("", "work directory %s/%s was removed while mounted: copy-ups, whiteouts and new directories fail until the mount is made again", u.cfg.Work, workdir.Name)
 		}
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"syscall"
 
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -176,7 +176,7 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 // object never shows through, then removes the old object from the work directory.
 func (n *node) replaceWithWhiteout(dirfd int, name string, isDir bool) error {
 	w := n.u.workFd
-	tmp := copyup.TempName()
+	tmp := workdir.TempName()
 	if err := whiteout.MakeWhiteoutAt(w, tmp); err != nil {
 		if !errors.Is(err, unix.EPERM) {
 			return err
@@ -202,7 +202,7 @@ func (n *node) replaceWithWhiteout(dirfd int, name string, isDir bool) error {
 		return err
 	}
 	if isDir {
-		return copyup.RemoveAll(w, tmp)
+		return workdir.RemoveAll(w, tmp)
 	}
 	return nil
 }
@@ -214,9 +214,9 @@ func (n *node) removeDir(dirfd int, name string) error {
 	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	tmp := copyup.TempName()
+	tmp := workdir.TempName()
 	if err := unix.Renameat(dirfd, name, n.u.workFd, tmp); err != nil {
 		return err
 	}
-	return copyup.RemoveAll(n.u.workFd, tmp)
+	return workdir.RemoveAll(n.u.workFd, tmp)
 }

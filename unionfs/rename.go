@@ -7,7 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -247,12 +247,12 @@ func clearDir(dirfd int, name string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	names, err := copyup.ReadDirNames(fd)
+	names, err := workdir.ReadNames(fd)
 	if err != nil {
 		return err
 	}
 	for _, name := range names {
-		if err := copyup.RemoveAll(fd, name); err != nil {
+		if err := workdir.RemoveAll(fd, name); err != nil {
 			return err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,7 +73,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 			return nil, err
 		}
 		u.lockFds = locks
-		fd, err := openWork(cfg.Work)
+		fd, err := workdir.Open(cfg.Work)
 		if err != nil {
 			u.close()
 			return nil, err
