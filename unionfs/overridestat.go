@@ -259,17 +259,11 @@ func (u *unionFS) setOwnerMode(dirfd int, name string, modeOK bool, mode uint32,
 }
 
 // getAttr and setAttr reach an attribute of entry name of dirfd, or of dirfd itself when name
-// is "": through its /proc link then, which must be followed.
+// is "".
 func getAttr(dirfd int, name, attr string, buf []byte) (int, error) {
-	if name == "" {
-		return unix.Getxattr(xattrs.Path(dirfd, ""), attr, buf)
-	}
-	return unix.Lgetxattr(xattrs.Path(dirfd, name), attr, buf)
+	return xattrs.For(name).Get(xattrs.Path(dirfd, name), attr, buf)
 }
 
 func setAttr(dirfd int, name, attr string, val []byte, flags int) error {
-	if name == "" {
-		return unix.Setxattr(xattrs.Path(dirfd, ""), attr, val, flags)
-	}
-	return unix.Lsetxattr(xattrs.Path(dirfd, name), attr, val, flags)
+	return xattrs.For(name).Set(xattrs.Path(dirfd, name), attr, val, flags)
 }

@@ -12,26 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// xattrCalls are the path-based xattr calls for a path from xattrPath: the l* calls for an
-// entry of a directory, the following ones for the root, whose path is a descriptor's magic
-// link.
-type xattrCalls struct {
-	get    func(string, string, []byte) (int, error)
-	list   func(string, []byte) (int, error)
-	set    func(string, string, []byte, int) error
-	remove func(string, string) error
-}
-
-var (
-	entryXattrs = xattrCalls{unix.Lgetxattr, unix.Llistxattr, unix.Lsetxattr, unix.Lremovexattr}
-	rootXattrs  = xattrCalls{unix.Getxattr, unix.Listxattr, unix.Setxattr, unix.Removexattr}
-)
-
-func (n *node) xattrOps() xattrCalls {
+// xattrOps are the path-based attribute calls for the node's xattrPath: the root's path is a
+// descriptor's magic link, every other node's an entry of its parent's.
+func (n *node) xattrOps() xattrs.Calls {
 	if n.top().path == "" {
-		return rootXattrs
+		return xattrs.For("")
 	}
-	return entryXattrs
+	return xattrs.For("entry")
 }
 
 // xattrPath names the node's topmost object for the path-based xattr calls (there is no
@@ -77,11 +64,11 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	defer d.release()
 	ops := n.xattrOps()
-	sz, err := ops.get(p, attr, dest)
+	sz, err := ops.Get(p, attr, dest)
 	if errors.Is(err, unix.ENODATA) {
 		// Programs ask every file for a few attributes it rarely has (ls asks for the
 		// security label): a file found to have none answers from memory until changed.
-		if lsz, lerr := ops.list(p, nil); lerr == nil && lsz == 0 {
+		if lsz, lerr := ops.List(p, nil); lerr == nil && lsz == 0 {
 			n.noXattrs.Store(true)
 		}
 		return 0, n.u.absentXattr(attr)
@@ -137,8 +124,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an attribute on the object, copied up first. The overlay's private attributes
 // cannot be set through the mount (EPERM): a user must not forge markers.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	errno := n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
-		return c.set(p, attr, data, int(flags))
+	errno := n.changeXattr(ctx, attr, func(c xattrs.Calls, p string) error {
+		return c.Set(p, attr, data, int(flags))
 	})
 	if errno != 0 {
 		return errno
@@ -165,13 +152,13 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return errno
 		}
 	}
-	return n.changeXattr(ctx, attr, func(c xattrCalls, p string) error {
-		return c.remove(p, attr)
+	return n.changeXattr(ctx, attr, func(c xattrs.Calls, p string) error {
+		return c.Remove(p, attr)
 	})
 }
 
 // changeXattr refuses private attributes, copies the object up and applies change to it.
-func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrCalls, string) error) syscall.Errno {
+func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrs.Calls, string) error) syscall.Errno {
 	if n.u.isPrivateXattr(attr) || attr == LayerXattr {
 		return syscall.EPERM
 	}

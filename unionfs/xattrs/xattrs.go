@@ -30,15 +30,38 @@ func Path(dirfd int, name string) string {
 // for the descriptor's own magic link; an entry's symlink is the object itself.
 func Follows(name string) bool { return name == "" || name == "." }
 
+// Calls are the path-based attribute calls for one kind of Path: the l* calls for an entry,
+// the following ones for a directory itself (its magic link).
+type Calls struct {
+	Get    func(path, attr string, dest []byte) (int, error)
+	List   func(path string, dest []byte) (int, error)
+	Set    func(path, attr string, val []byte, flags int) error
+	Remove func(path, attr string) error
+}
+
+var (
+	entryCalls = Calls{unix.Lgetxattr, unix.Llistxattr, unix.Lsetxattr, unix.Lremovexattr}
+	selfCalls  = Calls{unix.Getxattr, unix.Listxattr, unix.Setxattr, unix.Removexattr}
+)
+
+// For returns the calls for Path(dirfd, name): the one place that tells the directory itself
+// from an entry.
+func For(name string) Calls {
+	if Follows(name) {
+		return selfCalls
+	}
+	return entryCalls
+}
+
 // firstSize is the buffer tried first: most values (overlay markers, ACLs, capabilities) and
 // most lists fit, so most reads cost one call.
 const firstSize = 256
 
 // Get returns the value of attribute attr of path, following a final symlink if follow.
 func Get(path, attr string, follow bool) ([]byte, error) {
-	get := unix.Lgetxattr
+	get := entryCalls.Get
 	if follow {
-		get = unix.Getxattr
+		get = selfCalls.Get
 	}
 	buf := make([]byte, firstSize)
 	for {
@@ -58,9 +81,9 @@ func Get(path, attr string, follow bool) ([]byte, error) {
 
 // List returns the attribute names of path, following a final symlink if follow.
 func List(path string, follow bool) ([]string, error) {
-	list := unix.Llistxattr
+	list := entryCalls.List
 	if follow {
-		list = unix.Listxattr
+		list = selfCalls.List
 	}
 	buf := make([]byte, firstSize)
 	for {
