@@ -203,11 +203,7 @@ func (d *demo) step(n int, command, why string, act func() (string, error)) erro
 	if output != "" {
 		fmt.Fprint(d.out, indent(output))
 	}
-	merged, err := d.layeredListing()
-	if err != nil {
-		return err
-	}
-	upper, err := listing(d.upper)
+	merged, upper, err := d.views()
 	if err != nil {
 		return err
 	}
@@ -407,11 +403,7 @@ func (d *demo) walk() error {
 
 // initialPage records the stack before the first step, for --html.
 func (d *demo) initialPage() error {
-	merged, err := d.layeredListing()
-	if err != nil {
-		return err
-	}
-	upper, err := listing(d.upper)
+	merged, upper, err := d.views()
 	if err != nil {
 		return err
 	}
@@ -540,6 +532,16 @@ func attrsOf(p string) string {
 		return "(no overlay attributes)"
 	}
 	return strings.Join(out, "  ")
+}
+
+// views are what the merged view shows (with the layer serving each name) and what the upper
+// folder holds.
+func (d *demo) views() (merged, upper string, err error) {
+	if merged, err = d.layeredListing(); err != nil {
+		return "", "", err
+	}
+	upper, err = listing(d.upper)
+	return merged, upper, err
 }
 
 // layeredListing lists the merged view with the layer serving each name, as the mount tells
