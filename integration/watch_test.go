@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,24 @@ import (
 	"time"
 )
 
+// startWatch runs layerfs watch --json on mnt, killed when the test ends, and returns it and
+// its output once it says it is watching: it says so once the server has taken it on, so no
+// later event is missed.
+func startWatch(t *testing.T, mnt string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(bin, "watch", "--json", mnt)
+	stdout, err := cmd.StdoutPipe()
+	must(t, err)
+	stderr, err := cmd.StderrPipe()
+	must(t, err)
+	must(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, err := bufio.NewReader(stderr).ReadString('\n'); err != nil || !strings.Contains(line, "watching") {
+		t.Fatalf("watch did not start: %q %v", line, err)
+	}
+	return cmd, stdout
+}
+
 // TestWatch: layerfs watch --json prints the overlay actions of a mount as they happen, one
 // JSON object a line, and ends when the mount goes away.
 func TestWatch(t *testing.T) {
@@ -20,17 +39,7 @@ func TestWatch(t *testing.T) {
 	mnt := mkdir(t, root, "mnt")
 	mountLayerfs(t, st, mnt)
 
-	cmd := exec.Command(bin, "watch", "--json", mnt)
-	stdout, err := cmd.StdoutPipe()
-	must(t, err)
-	stderr, err := cmd.StderrPipe()
-	must(t, err)
-	must(t, cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// It says so on stderr once it is connected; nothing before that can be missed.
-	if line, err := bufio.NewReader(stderr).ReadString('\n'); err != nil || !strings.Contains(line, "watching") {
-		t.Fatalf("watch did not start: %q %v", line, err)
-	}
+	cmd, stdout := startWatch(t, mnt)
 
 	appendFile(t, filepath.Join(mnt, "mod"), "+")          // copy-up from layer 1
 	must(t, os.Remove(filepath.Join(mnt, "new")))          // upper only: no whiteout
