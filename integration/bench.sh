@@ -29,7 +29,16 @@ if [ -n "${IMAGE_GB:-}" ]; then
 	cleanup() { rm -f "$raw"; umount "$dir"; rmdir "$dir"; rm -f "$img"; }
 	export TMPDIR=$dir LAYERFS_BENCH_DATA=$dir/data
 fi
-trap cleanup EXIT
+# The io_uring column (layerfs -o io_uring=on) needs the kernel's switch: on for this run.
+param=/sys/module/fuse/parameters/enable_uring
+if [ -w "$param" ]; then
+	old_uring=$(cat "$param")
+	echo Y > "$param"
+	eval "restore_uring() { echo $old_uring > $param; }"
+else
+	restore_uring() { :; }
+fi
+trap 'cleanup; restore_uring' EXIT
 go test -run '^$' -bench "$bench" -benchtime "${rounds}x" -timeout 60m . | tee "$raw" >&2
 awk '
 /^Benchmark/ && index($1, "/") {

@@ -119,9 +119,13 @@ func benchLowers(b *testing.B) []string {
 }
 
 // benchImpls are the implementations compared: the kernel, the program under test (also
-// with -o nopassthrough and -o noopen), and fuse-overlayfs when installed.
+// with -o nopassthrough and -o noopen, and with -o io_uring=on where the kernel's switch is
+// on: bench.sh turns it on for its run), and fuse-overlayfs when installed.
 func benchImpls() []string {
 	impls := []string{"kernel", testedName(), testedName() + "-nopassthrough", testedName() + "-noopen"}
+	if on, err := os.ReadFile("/sys/module/fuse/parameters/enable_uring"); err == nil && bytes.HasPrefix(on, []byte("Y")) {
+		impls = append(impls, testedName()+"-uring")
+	}
 	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		impls = append(impls, "fuse-overlayfs")
 	}
@@ -147,6 +151,8 @@ func benchMount(b *testing.B, impl string) string {
 		mountLayerfs(b, st, mnt, "-o", "noopen")
 	case testedName() + "-nopassthrough":
 		mountLayerfs(b, st, mnt, "-o", "nopassthrough")
+	case testedName() + "-uring":
+		mountLayerfs(b, st, mnt, "-o", "io_uring=on")
 	default:
 		mountLayerfs(b, st, mnt)
 	}
@@ -423,4 +429,80 @@ func BenchmarkServerMemory(b *testing.B) {
 		b.ReportMetric(serverStatus(b, mnt, "VmRSS")/1024, "MiB-rss-3walks")
 		b.ReportMetric(serverStatus(b, mnt, "VmHWM")/1024, "MiB-peak")
 	}
+}
+
+// The round-trip benchmarks time one kind of call 1000 times on a warm cache, so their
+// "ms per op" reads as µs per call. Each call is what the README's request table counts:
+// a getxattr is one round trip, an open+close of a cached file two (OPEN, RELEASE), a create
+// four and a RELEASE, an unlink two.
+const rtCalls = 1000
+
+// BenchmarkRTGetxattr: getxattr of an attribute a lower file does not have (ENODATA).
+func BenchmarkRTGetxattr(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		p := mnt + "/tree/d1/f1-1"
+		buf := make([]byte, 64)
+		warmRuns(b, func() {
+			for range rtCalls {
+				if _, err := unix.Lgetxattr(p, "user.layerfs-bench", buf); err != unix.ENODATA {
+					b.Fatalf("getxattr: %v, want ENODATA", err)
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkRTOpen: open and close a lower file whose name and attributes are cached.
+func BenchmarkRTOpen(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		p := mnt + "/tree/d1/f1-1"
+		warmRuns(b, func() {
+			for range rtCalls {
+				fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				unix.Close(fd)
+			}
+		})
+	})
+}
+
+// BenchmarkRTCreate: create and close an empty new file (creat(2)), in a new directory.
+func BenchmarkRTCreate(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		for i := range b.N {
+			b.StopTimer()
+			dir := filepath.Join(mnt, "rtc"+strconv.Itoa(i))
+			must(b, os.Mkdir(dir, 0o755))
+			b.StartTimer()
+			for f := range rtCalls {
+				fd, err := unix.Open(dir+"/"+strconv.Itoa(f), unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o644)
+				if err != nil {
+					b.Fatal(err)
+				}
+				unix.Close(fd)
+			}
+		}
+	})
+}
+
+// BenchmarkRTUnlink: unlink an upper file the kernel knows (made untimed just before).
+func BenchmarkRTUnlink(b *testing.B) {
+	forImpls(b, func(b *testing.B, mnt string) {
+		for i := range b.N {
+			b.StopTimer()
+			dir := filepath.Join(mnt, "rtu"+strconv.Itoa(i))
+			must(b, os.Mkdir(dir, 0o755))
+			for f := range rtCalls {
+				must(b, os.WriteFile(dir+"/"+strconv.Itoa(f), nil, 0o644))
+			}
+			b.StartTimer()
+			for f := range rtCalls {
+				if err := unix.Unlink(dir + "/" + strconv.Itoa(f)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -180,6 +181,9 @@ func (s *Server) Wait() {
 
 // Mountpoint is the absolute path the view is mounted on.
 func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// OverIOUring says whether requests come over FUSE over io_uring (else over /dev/fuse).
+func (s *Server) OverIOUring() bool { return strings.HasPrefix(s.raw.transport, "io_uring") }
 
 // subtype is what follows "fuse." in the mount's type.
 func subtype(cfg Config) string {

@@ -105,6 +105,15 @@ func serve(srv *unionfs.Server, stderr io.Writer, sigs chan os.Signal) int {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(40)
 	}
+	// Over /dev/fuse, Go code runs on one CPU unless GOMAXPROCS says otherwise. A request
+	// costs a few µs of our code and a wake-up; with a second P the runtime wakes a thread on
+	// the other CPU for the reader go-fuse starts and for the work it hands off, and the
+	// caller's next request pays for it: an open+close took 40 µs with two Ps here and 20
+	// with one, a getxattr 25–28 and 20 (README, Performance). System calls that block still
+	// run beside it. The io_uring queues each hold a CPU of their own and keep every P.
+	if os.Getenv("GOMAXPROCS") == "" && !srv.OverIOUring() {
+		runtime.GOMAXPROCS(1)
+	}
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
 	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {
