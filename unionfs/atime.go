@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"errors"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -21,32 +20,9 @@ func (u *unionFS) setAtimePolicy() {
 	// A read-only mount moves no atime at all.
 	noatime := slices.Contains(u.cfg.MountOptions, "noatime") || slices.Contains(u.cfg.MountOptions, "ro")
 	nodiratime := noatime || slices.Contains(u.cfg.MountOptions, "nodiratime")
-	for _, l := range u.layers {
-		l.noatime, l.nodiratime = !l.upper || noatime, !l.upper || nodiratime
+	for _, l := range u.Layers {
+		l.Noatime, l.Nodiratime = !l.Upper || noatime, !l.Upper || nodiratime
 	}
-}
-
-// atimeFlag is O_NOATIME where an open with flags of the layer must not move atimes.
-func (l *layer) atimeFlag(flags int) int {
-	if flags&unix.O_PATH != 0 {
-		return 0
-	}
-	if flags&unix.O_DIRECTORY != 0 && l.nodiratime || flags&unix.O_DIRECTORY == 0 && l.noatime {
-		return unix.O_NOATIME
-	}
-	return 0
-}
-
-// openNoatime is open with O_NOATIME where the policy asks for it; where the caller may not
-// use O_NOATIME (an unprivileged server, a file it does not own: EPERM), it opens without.
-func (l *layer) openNoatime(rel string, flags int, mode uint32) (int, error) {
-	if fl := l.atimeFlag(flags); fl != 0 {
-		fd, err := l.open(rel, flags|fl, mode)
-		if !errors.Is(err, unix.EPERM) {
-			return fd, err
-		}
-	}
-	return l.open(rel, flags, mode)
 }
 
 // mountFlags are the mount(2) flags for options given as words (-o noatime,nosuid): the

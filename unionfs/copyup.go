@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -40,7 +41,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if !n.u.hasUpper {
 		return syscall.EROFS
 	}
-	if n.topLayer().upper {
+	if n.topLayer().Upper {
 		return 0
 	}
 	if _, parent := n.Parent(); parent == nil && !n.IsRoot() {
@@ -55,34 +56,34 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	defer n.copyMu.Unlock()
 	parts := n.parts()
 	top := parts[0]
-	if n.u.layers[top.layer].upper {
+	if n.u.Layers[top.Layer].Upper {
 		return 0 // copied up while we waited
 	}
 	path := n.path()
 	start := time.Now()
 	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, n.StableAttr().Mode&unix.S_IFMT, withData)
 	if err != nil {
-		return n.u.copyFailed(path, top.layer, err)
+		return n.u.copyFailed(path, top.Layer, err)
 	}
-	ev := Event{Kind: "copy-up", Path: path, Layer: top.layer, Duration: time.Since(start)}
+	ev := Event{Kind: "copy-up", Path: path, Layer: top.Layer, Duration: time.Since(start)}
 	if withData && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		ev.Bytes = st.Size
 	}
 	n.u.trace(ev)
 	var ust unix.Stat_t
-	if err := n.u.upper().stat(path, &ust); err != nil {
+	if err := n.u.upper().Stat(path, &ust); err != nil {
 		return toErrno(err)
 	}
-	up := part{layer: 0, path: path}
+	up := merge.Part{Layer: 0, Path: path}
 	if isDirStat(&st) {
-		n.setWhere(n.u.compact(append([]part{up}, parts...), path), &ust)
+		n.setWhere(n.u.compact(append([]merge.Part{up}, parts...), path), &ust)
 		// Now merged, the directory reports one link: the kernel's cached attributes are
 		// stale. Told from another goroutine: a notification must not wait on the kernel
 		// while it waits on this operation.
 		go n.NotifyContent(0, 0)
 		return 0
 	}
-	n.setWhere([]part{{layer: 0}}, &ust)
+	n.setWhere([]merge.Part{{Layer: 0}}, &ust)
 	if st.Nlink > 1 {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).
@@ -97,21 +98,21 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 // copyUpOne copies the object at src, which must be of type wantType, into the upper at path,
 // whose parent directory must exist there already, and returns the source's stat. The parent's times are put back: a
 // copy-up is no change of the merged directory.
-func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint32, withData bool) (unix.Stat_t, error) {
+func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantType uint32, withData bool) (unix.Stat_t, error) {
 	var st, parentSt unix.Stat_t
-	sdir, sname := splitPath(srcPart.path)
-	dir, name := splitPath(path)
-	src, err := u.layers[srcPart.layer].openDir(sdir)
+	sdir, sname := merge.SplitPath(srcPart.Path)
+	dir, name := merge.SplitPath(path)
+	src, err := u.Layers[srcPart.Layer].OpenDir(sdir)
 	if err != nil {
 		return st, err
 	}
-	defer src.release()
-	dst, err := u.upper().openDir(dir)
+	defer src.Release()
+	dst, err := u.upper().OpenDir(dir)
 	if err != nil {
 		return st, err
 	}
-	defer dst.release()
-	if err := unix.Fstatat(src.fd, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	defer dst.Release()
+	if err := unix.Fstatat(src.FD, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return st, err
 	}
 	if st.Mode&unix.S_IFMT != wantType {
@@ -119,7 +120,7 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint
 		// nothing the merged object was not.
 		return st, unix.ESTALE
 	}
-	if err := unix.Fstat(dst.fd, &parentSt); err != nil {
+	if err := unix.Fstat(dst.FD, &parentSt); err != nil {
 		return st, err
 	}
 	opt := copyup.Options{
@@ -131,10 +132,10 @@ func (u *unionFS) copyUpOne(srcPart part, path string, ino uint64, wantType uint
 	if !isDirStat(&st) {
 		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(ino, 10))}
 	}
-	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: sname, Stat: st}, dst.fd, name, opt); err != nil {
+	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: sname, Stat: st}, dst.FD, name, opt); err != nil {
 		return st, err
 	}
-	restoreTimes(dst.fd, &parentSt)
+	restoreTimes(dst.FD, &parentSt)
 	return st, nil
 }
 
@@ -144,7 +145,7 @@ func restoreTimes(fd int, st *unix.Stat_t) {
 	unix.UtimesNanoAt(unix.AT_FDCWD, xattrs.Path(fd, ""), ts, 0)
 }
 
-func (u *unionFS) upper() *layer { return u.layers[0] }
+func (u *unionFS) upper() *merge.Layer { return u.Layers[0] }
 
 // ensureUpperDir makes directory path (which the merged view shows) exist in the upper, with
 // its ancestors. Directories the node tree knows are copied up through their nodes, so their
@@ -157,8 +158,8 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 	}
 	parts := cur.parts()
 	curPath := ""
-	for _, c := range splitAll(path) {
-		childPath := joinPath(curPath, c)
+	for _, c := range merge.SplitAll(path) {
+		childPath := merge.JoinPath(curPath, c)
 		if cur != nil {
 			if ch := cur.GetChild(c); ch != nil {
 				if cn, ok := ch.Operations().(*node); ok {
@@ -171,34 +172,23 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 			}
 			cur = nil
 		}
-		dirs := u.newParentDirs(parts)
-		res, errno := u.resolve(dirs, c)
-		dirs.release()
+		dirs := u.NewDirs(parts)
+		res, errno := u.Resolve(dirs, c)
+		dirs.Release()
 		if errno != 0 {
 			return errno
 		}
-		if !isDirStat(&res.st) {
+		if !isDirStat(&res.St) {
 			return syscall.ENOTDIR
 		}
-		if !u.layers[res.top()].upper {
-			if _, err := u.copyUpOne(res.parts[0], childPath, res.ino, unix.S_IFDIR, true); err != nil && !errors.Is(err, unix.EEXIST) {
+		if !u.Layers[res.Top()].Upper {
+			if _, err := u.copyUpOne(res.Parts[0], childPath, res.Ino, unix.S_IFDIR, true); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
-			u.trace(Event{Kind: "copy-up", Path: childPath, Layer: res.top()})
-			res.parts = append([]part{{layer: 0, path: childPath}}, res.parts...)
+			u.trace(Event{Kind: "copy-up", Path: childPath, Layer: res.Top()})
+			res.Parts = append([]merge.Part{{Layer: 0, Path: childPath}}, res.Parts...)
 		}
-		curPath, parts = childPath, res.parts
+		curPath, parts = childPath, res.Parts
 	}
 	return nil
-}
-
-// splitAll splits a relative path into its names.
-func splitAll(p string) []string {
-	var out []string
-	for p != "" {
-		var name string
-		p, name = splitPath(p)
-		out = append([]string{name}, out...)
-	}
-	return out
 }

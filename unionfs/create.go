@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
@@ -25,7 +26,7 @@ var (
 
 // slot is the place in the upper where a new entry of a merged directory goes.
 type slot struct {
-	dir   dirFD       // the directory, copied up
+	dir   merge.DirFD // the directory, copied up
 	dirSt unix.Stat_t // its stat before the change
 	name  string
 	// whiteout is set when a whiteout sits at name (the name was deleted from a lower
@@ -61,22 +62,22 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return s, errno
 	}
-	d, err := n.u.upper().openDir(n.path())
+	d, err := n.u.upper().OpenDir(n.path())
 	if err != nil {
 		return s, toErrno(err)
 	}
 	s = slot{dir: d, name: name}
-	if err := unix.Fstat(d.fd, &s.dirSt); err != nil {
-		d.release()
+	if err := unix.Fstat(d.FD, &s.dirSt); err != nil {
+		d.Release()
 		return s, toErrno(err)
 	}
-	e, err := whiteout.Classify(d.fd, name, whiteout.LookupRule(true, true))
+	e, err := whiteout.Classify(d.FD, name, whiteout.LookupRule(true, true))
 	switch {
 	case err != nil:
-		d.release()
+		d.Release()
 		return s, toErrno(err)
 	case e.Kind == whiteout.Object:
-		d.release()
+		d.Release()
 		return s, syscall.EEXIST
 	case e.Kind == whiteout.Whiteout:
 		s.whiteout, s.aufs = true, e.Format == whiteout.Aufs
@@ -91,7 +92,7 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 // built in the work directory to replace a whiteout gets them from s.access and s.def, as the
 // kernel's create-over-whiteout sets them.
 func (n *node) newMode(ctx context.Context, s *slot, mode uint32, isDir bool) (uint32, syscall.Errno) {
-	def, err := defaultACL(s.dir.fd)
+	def, err := defaultACL(s.dir.FD)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -144,18 +145,18 @@ func (n *node) place(s *slot, tmp string, isDir bool) error {
 	w := n.u.workFd
 	switch {
 	case s.whiteout && !s.aufs && isDir:
-		if err := unix.Renameat2(w, tmp, s.dir.fd, s.name, unix.RENAME_EXCHANGE); err != nil {
+		if err := unix.Renameat2(w, tmp, s.dir.FD, s.name, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
 		return unix.Unlinkat(w, tmp, 0)
 	case s.whiteout && !s.aufs:
-		return unix.Renameat(w, tmp, s.dir.fd, s.name)
+		return unix.Renameat(w, tmp, s.dir.FD, s.name)
 	default:
-		if err := unix.Renameat2(w, tmp, s.dir.fd, s.name, unix.RENAME_NOREPLACE); err != nil {
+		if err := unix.Renameat2(w, tmp, s.dir.FD, s.name, unix.RENAME_NOREPLACE); err != nil {
 			return err
 		}
 		if s.aufs {
-			return unix.Unlinkat(s.dir.fd, whiteout.Prefix+s.name, 0)
+			return unix.Unlinkat(s.dir.FD, whiteout.Prefix+s.name, 0)
 		}
 		return nil
 	}
@@ -214,11 +215,11 @@ func inheritSetgid(dirfd int, name string, dirSt *unix.Stat_t) error {
 // so the name never shows the lower object or nothing; otherwise it is made in place.
 func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirfd int, name string) error) syscall.Errno {
 	if !s.whiteout {
-		if err := mk(s.dir.fd, s.name); err != nil {
-			return n.u.failed("create", joinPath(n.path(), s.name), err)
+		if err := mk(s.dir.FD, s.name); err != nil {
+			return n.u.failed("create", merge.JoinPath(n.path(), s.name), err)
 		}
-		if err := n.u.chownNew(ctx, s.dir.fd, s.name, &s.dirSt); err != nil {
-			unlinkAny(s.dir.fd, s.name)
+		if err := n.u.chownNew(ctx, s.dir.FD, s.name, &s.dirSt); err != nil {
+			unlinkAny(s.dir.FD, s.name)
 			return toErrno(err)
 		}
 		return 0
@@ -238,7 +239,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	if err == nil && isDir {
 		// The name hid a lower object: the new directory must not merge with it.
 		if err = whiteout.SetOpaque(w, tmp, n.u.xattrPrefix()); err == nil {
-			n.u.trace(Event{Kind: "opaque", Path: joinPath(n.path(), s.name), Layer: -1})
+			n.u.trace(Event{Kind: "opaque", Path: merge.JoinPath(n.path(), s.name), Layer: -1})
 		}
 	}
 	if err == nil {
@@ -246,7 +247,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	}
 	if err != nil {
 		unlinkAny(w, tmp)
-		return n.u.failed("create", joinPath(n.path(), s.name), err)
+		return n.u.failed("create", merge.JoinPath(n.path(), s.name), err)
 	}
 	return 0
 }
@@ -260,11 +261,11 @@ func unlinkAny(dirfd int, name string) {
 // newEntry looks up what was just made at s and makes its node.
 func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	var st unix.Stat_t
-	if err := unix.Fstatat(s.dir.fd, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(s.dir.FD, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, toErrno(err)
 	}
-	merged := joinPath(n.path(), s.name)
-	res := resolution{parts: []part{{layer: 0, path: merged}}, st: st, ino: n.u.inoOf(n.u.upper(), st.Ino)}
+	merged := merge.JoinPath(n.path(), s.name)
+	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino)}
 	return n.newChild(ctx, &res, merged, out)
 }
 
@@ -274,7 +275,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	defer s.dir.release()
+	defer s.dir.Release()
 	if mode, errno = n.newMode(ctx, &s, mode, true); errno != 0 {
 		return nil, errno
 	}
@@ -297,7 +298,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if errno != 0 {
 		return nil, errno
 	}
-	defer s.dir.release()
+	defer s.dir.Release()
 	if mode, errno = n.newMode(ctx, &s, mode, false); errno != 0 {
 		return nil, errno
 	}
@@ -316,7 +317,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if errno != 0 {
 		return nil, errno
 	}
-	defer s.dir.release()
+	defer s.dir.Release()
 	errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
@@ -332,7 +333,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	defer s.dir.release()
+	defer s.dir.Release()
 	if mode, errno = n.newMode(ctx, &s, mode, false); errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -385,7 +386,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	if errno != 0 {
 		return nil, errno
 	}
-	defer s.dir.release()
+	defer s.dir.Release()
 	if p, ok := t.tmpPath(); ok {
 		// An O_TMPFILE file gets its first name.
 		errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
@@ -396,21 +397,21 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		}
 		t.named()
 	} else {
-		tdir, tname := splitPath(t.path())
-		td, err := n.u.upper().openDir(tdir)
+		tdir, tname := merge.SplitPath(t.path())
+		td, err := n.u.upper().OpenDir(tdir)
 		if err != nil {
 			return nil, toErrno(err)
 		}
-		defer td.release()
+		defer td.Release()
 		errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {
-			return unix.Linkat(td.fd, tname, dirfd, name, 0)
+			return unix.Linkat(td.FD, tname, dirfd, name, 0)
 		})
 		if errno != 0 {
 			return nil, errno
 		}
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(s.dir.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(s.dir.FD, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, toErrno(err)
 	}
 	n.u.fillAttr(&out.Attr, &st, t.StableAttr().Ino, 0)

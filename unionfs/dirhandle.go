@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,12 +32,12 @@ type dirHandle struct {
 	// may be taken under it.
 	mu      sync.Mutex
 	loaded  bool
-	parts   []part
+	parts   []merge.Part
 	merged  string          // the directory's merged path when listed
 	entries []fuse.DirEntry // with "." and ".."; Off is the index of the next entry
 	from    map[string]int  // name -> index in parts of its topmost object
 	pos     int
-	dirs    *parentDirs // the layer directories, opened on demand for READDIRPLUS
+	dirs    *merge.Dirs // the layer directories, opened on demand for READDIRPLUS
 }
 
 // OpendirHandle opens the merged directory.
@@ -51,9 +52,9 @@ func (h *dirHandle) load() syscall.Errno {
 	h.parts = h.n.parts()
 	h.merged = h.n.path()
 	if h.dirs != nil {
-		h.dirs.release()
+		h.dirs.Release()
 	}
-	h.dirs = h.n.u.newParentDirs(h.parts)
+	h.dirs = h.n.u.NewDirs(h.parts)
 	list, from, errno := h.n.u.mergedEntriesFrom(h.parts, 0)
 	if errno != 0 {
 		return errno
@@ -121,24 +122,24 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return h.n.Lookup(ctx, name, out)
 	}
 	p := h.parts[pi]
-	l := h.n.u.layers[p.layer]
-	dirfd, err := h.dirs.get(pi)
+	l := h.n.u.Layers[p.Layer]
+	dirfd, err := h.dirs.Get(pi)
 	if err != nil {
 		return h.n.Lookup(ctx, name, out)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isDirStat(&st) ||
-		(l.upper && st.Nlink > 1) || (!l.upper && st.Nlink > 1 && h.n.u.kindex != nil) {
+		(l.Upper && st.Nlink > 1) || (!l.Upper && st.Nlink > 1 && h.n.u.kindex != nil) {
 		// Directories merge, and hard links may have state elsewhere: the full way.
 		return h.n.Lookup(ctx, name, out)
 	}
-	res := resolution{parts: []part{{layer: p.layer, path: joinPath(p.path, name)}}, st: st, ino: h.n.u.inoOf(l, st.Ino)}
-	if l.upper {
-		if ino, ok := h.n.u.readOriginAny(dirfd, name); ok {
-			res.ino = ino
+	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino)}
+	if l.Upper {
+		if ino, ok := h.n.u.OriginIno(dirfd, name); ok {
+			res.Ino = ino
 		}
 	}
-	return h.n.newChild(ctx, &res, joinPath(h.merged, name), out)
+	return h.n.newChild(ctx, &res, merge.JoinPath(h.merged, name), out)
 }
 
 // Releasedir drops the listing and the layer directories.
@@ -146,17 +147,17 @@ func (h *dirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.dirs != nil {
-		h.dirs.release()
+		h.dirs.Release()
 		h.dirs = nil
 	}
 }
 
 // Fsyncdir flushes the upper part of the directory.
 func (h *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
-	if !h.n.topLayer().upper {
+	if !h.n.topLayer().Upper {
 		return 0
 	}
-	fd, err := h.n.u.upper().open(h.n.path(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	fd, err := h.n.u.upper().Open(h.n.path(), unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return toErrno(err)
 	}

@@ -1,5 +1,8 @@
 // Package unionfs serves the merged view of a layer stack through go-fuse: one node per merged
-// path, resolved with kernel overlayfs rules (the README's Semantics section states them).
+// path, resolved with kernel overlayfs rules (the README's Semantics section states them) by
+// the FUSE-free merge engine, package merge. This package keeps the nodes, the file and
+// directory handles, every operation that writes (copy-up, create, remove, rename), identity
+// and the raw-protocol hooks.
 //
 // # Concurrency
 //

@@ -55,7 +55,7 @@ func newFile(n *node, fd, flags int, upper bool) *file {
 func (f *file) current() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.upper || !f.n.topLayer().upper {
+	if f.upper || !f.n.topLayer().Upper {
 		return f.fd
 	}
 	fd, err := f.n.openTop(f.flags)
@@ -132,7 +132,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	oflags := int(flags &^ openFlagsMask)
 	o := opened{fd: -1}
-	if n.u.pt.enabled() && oflags&unix.O_ACCMODE != unix.O_RDWR && n.topLayer().upper {
+	if n.u.pt.enabled() && oflags&unix.O_ACCMODE != unix.O_RDWR && n.topLayer().Upper {
 		// The file may become the node's passthrough backing file, which every later open
 		// shares whatever its access: open an upper object for reading and writing now
 		// rather than again (PassthroughFd). Where that is refused (an append-only or busy
@@ -185,8 +185,8 @@ func (n *node) openTopSide(flags int) (opened, error) {
 		fd, err = unix.Openat(n.u.workFd, h, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	} else {
 		top := n.top()
-		upper = n.u.layers[top.layer].upper
-		fd, err = n.u.layers[top.layer].openNoatime(top.path, flags, 0)
+		upper = n.u.Layers[top.Layer].Upper
+		fd, err = n.u.Layers[top.Layer].OpenNoatime(top.Path, flags, 0)
 	}
 	if err != nil {
 		return opened{fd: -1}, err

@@ -4,6 +4,7 @@ import (
 	"syscall"
 
 	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -33,7 +34,7 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 		return undo, 0
 	}
 	parts := c.parts()
-	if n.u.layers[parts[0].layer].upper {
+	if n.u.Layers[parts[0].Layer].Upper {
 		c.mu.Lock()
 		open := c.openFilesLocked() > 0
 		c.mu.Unlock()
@@ -96,17 +97,17 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	n.copyMu.Lock()
 	defer n.copyMu.Unlock()
 	top := n.top()
-	if n.u.layers[top.layer].upper {
+	if n.u.Layers[top.Layer].Upper {
 		return 0 // copied up while we waited
 	}
-	dir, name := splitPath(top.path)
-	src, err := n.u.layers[top.layer].openDir(dir)
+	dir, name := merge.SplitPath(top.Path)
+	src, err := n.u.Layers[top.Layer].OpenDir(dir)
 	if err != nil {
 		return toErrno(err)
 	}
-	defer src.release()
+	defer src.Release()
 	var st unix.Stat_t
-	if err := unix.Fstatat(src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(src.FD, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return toErrno(err)
 	}
 	if !n.isSelf(&st) {
@@ -114,8 +115,8 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	}
 	tmp := workdir.TempName()
 	opt := copyup.Options{WorkFd: n.u.workFd, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
-	if err := copyup.Object(copyup.Source{DirFd: src.fd, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
-		return n.u.copyFailed(top.path, top.layer, err)
+	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
+		return n.u.copyFailed(top.Path, top.Layer, err)
 	}
 	if err := unix.Fstatat(n.u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		unix.Unlinkat(n.u.workFd, tmp, 0)
@@ -124,6 +125,6 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	n.mu.Lock()
 	n.openLocked().hidden = tmp
 	n.mu.Unlock()
-	n.setWhere([]part{{layer: 0}}, &st)
+	n.setWhere([]merge.Part{{Layer: 0}}, &st)
 	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -14,7 +15,7 @@ import (
 
 // Identity: the numbers the mount answers (st_ino, d_ino) and how they survive copy-ups and
 // remounts. A non-directory keeps the number it first showed: a lower object's is its own
-// (with the layer's filesystem in the top bits when the layers span several, inoOf); a copy
+// (with the layer's filesystem in the top bits when the layers span several, InoOf); a copy
 // records it (originAttr), and a copy the kernel made names its origin (kernelOrigin). A merged
 // directory has the number of its topmost lower part, and one directory holds a number at a
 // time (dirIdentities).
@@ -23,11 +24,11 @@ import (
 // layers span several filesystems (the kernel's "xino" scheme).
 const fsBits = 6
 
-// inoOf maps the real inode number of an object in layer l to its merged st_ino. The mapping
+// InoOf maps the real inode number of an object in layer l to its merged st_ino. The mapping
 // depends only on the layer's filesystem and the real number, so it is stable across remounts
 // of the same stack. A real number too wide for the remaining bits is folded, which can in
 // theory collide; ext4, xfs and btrfs numbers fit.
-func (u *unionFS) inoOf(l *layer, real uint64) uint64 {
+func (u *unionFS) InoOf(l *merge.Layer, real uint64) uint64 {
 	if u.sameFS {
 		return real
 	}
@@ -36,7 +37,7 @@ func (u *unionFS) inoOf(l *layer, real uint64) uint64 {
 	if real > mask {
 		real = (real ^ real>>lowBits) & mask
 	}
-	ino := l.fsIdx<<lowBits | real
+	ino := l.FsIdx<<lowBits | real
 	if ino == ^uint64(0) { // reserved by go-fuse
 		ino--
 	}
@@ -77,9 +78,9 @@ func (u *unionFS) kernelOrigin(dirfd int, name string) (uint64, bool) {
 	return 0, false
 }
 
-// readOriginAny returns the merged number recorded on an upper object, by layerfs's copy-up or
+// OriginIno returns the merged number recorded on an upper object, by layerfs's copy-up or
 // the kernel's: one listxattr tells which, if any, is there (most objects have neither).
-func (u *unionFS) readOriginAny(dirfd int, name string) (uint64, bool) {
+func (u *unionFS) OriginIno(dirfd int, name string) (uint64, bool) {
 	var buf [1024]byte
 	sz, err := unix.Llistxattr(xattrs.Path(dirfd, name), buf[:])
 	if err == nil {

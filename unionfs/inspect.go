@@ -3,6 +3,7 @@ package unionfs
 import (
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -42,9 +43,9 @@ func (i *Inspector) Close() { i.u.close() }
 
 // Layers names the stack's layers, topmost first, as Origin.Layer numbers them.
 func (i *Inspector) Layers() []string {
-	out := make([]string, len(i.u.layers))
-	for k, l := range i.u.layers {
-		out[k] = l.path
+	out := make([]string, len(i.u.Layers))
+	for k, l := range i.u.Layers {
+		out[k] = l.Path
 	}
 	return out
 }
@@ -75,33 +76,33 @@ type Origin struct {
 func (i *Inspector) Lookup(path string) (Origin, syscall.Errno) {
 	if path == "" {
 		o := Origin{Name: "", Type: "dir", Status: "merged"}
-		for k := range i.u.layers {
+		for k := range i.u.Layers {
 			o.Merged = append(o.Merged, k)
 		}
 		return o, 0
 	}
-	res, errno := i.u.resolvePath(path)
-	dir, name := splitPath(path)
+	res, errno := i.u.ResolvePath(path)
+	dir, name := merge.SplitPath(path)
 	if errno == syscall.ENOENT {
-		parent, perr := i.u.resolvePath(dir)
+		parent, perr := i.u.ResolvePath(dir)
 		if dir == "" {
 			parent, perr = i.rootResolution(), 0
 		}
 		if perr != 0 {
 			return Origin{}, errno
 		}
-		return i.deleted(parent.parts, name)
+		return i.deleted(parent.Parts, name)
 	}
 	if errno != 0 {
 		return Origin{}, errno
 	}
-	parentParts := i.rootResolution().parts
+	parentParts := i.rootResolution().Parts
 	if dir != "" {
-		parent, perr := i.u.resolvePath(dir)
+		parent, perr := i.u.ResolvePath(dir)
 		if perr != 0 {
 			return Origin{}, perr
 		}
-		parentParts = parent.parts
+		parentParts = parent.Parts
 	}
 	return i.origin(parentParts, name, &res), 0
 }
@@ -109,30 +110,30 @@ func (i *Inspector) Lookup(path string) (Origin, syscall.Errno) {
 // List tells where every name of the merged directory at path comes from, deleted names
 // included.
 func (i *Inspector) List(path string) ([]Origin, syscall.Errno) {
-	var parts []part
+	var parts []merge.Part
 	if path == "" {
-		parts = i.rootResolution().parts
+		parts = i.rootResolution().Parts
 	} else {
-		res, errno := i.u.resolvePath(path)
+		res, errno := i.u.ResolvePath(path)
 		if errno != 0 {
 			return nil, errno
 		}
-		if !isDirStat(&res.st) {
+		if !isDirStat(&res.St) {
 			return nil, syscall.ENOTDIR
 		}
-		parts = res.parts
+		parts = res.Parts
 	}
 	entries, errno := i.u.mergedEntries(parts, 0)
 	if errno != 0 {
 		return nil, errno
 	}
-	dirs := i.u.newParentDirs(parts)
-	defer dirs.release()
+	dirs := i.u.NewDirs(parts)
+	defer dirs.Release()
 	var out []Origin
 	shown := map[string]bool{}
 	for _, e := range entries {
 		shown[e.Name] = true
-		res, errno := i.u.resolve(dirs, e.Name)
+		res, errno := i.u.Resolve(dirs, e.Name)
 		if errno != 0 {
 			continue
 		}
@@ -140,7 +141,7 @@ func (i *Inspector) List(path string) ([]Origin, syscall.Errno) {
 	}
 	// Names the layers hold but the view hides: deleted by a whiteout.
 	for _, p := range parts {
-		names, err := i.u.layers[p.layer].readNames(p.path)
+		names, err := i.u.Layers[p.Layer].ReadNames(p.Path)
 		if err != nil {
 			continue
 		}
@@ -160,33 +161,33 @@ func (i *Inspector) List(path string) ([]Origin, syscall.Errno) {
 	return out, 0
 }
 
-func (i *Inspector) rootResolution() resolution {
-	var r resolution
-	for k := range i.u.layers {
-		r.parts = append(r.parts, part{layer: k})
+func (i *Inspector) rootResolution() merge.Resolution {
+	var r merge.Resolution
+	for k := range i.u.Layers {
+		r.Parts = append(r.Parts, merge.Part{Layer: k})
 	}
 	return r
 }
 
 // origin describes res, the resolution of name in the directory of parentParts.
-func (i *Inspector) origin(parentParts []part, name string, res *resolution) Origin {
-	o := Origin{Name: name, Type: typeName(res.st.Mode), Layer: res.top()}
+func (i *Inspector) origin(parentParts []merge.Part, name string, res *merge.Resolution) Origin {
+	o := Origin{Name: name, Type: typeName(res.St.Mode), Layer: res.Top()}
 	if o.Type == "reg" {
-		o.Size = res.st.Size
+		o.Size = res.St.Size
 	}
-	for _, p := range res.parts {
-		o.Merged = append(o.Merged, p.layer)
+	for _, p := range res.Parts {
+		o.Merged = append(o.Merged, p.Layer)
 	}
-	if len(res.parts) < 2 {
+	if len(res.Parts) < 2 {
 		o.Merged = nil
 	}
 	// What the layers below the top hold under the name, and the view does not show.
 	for _, p := range parentParts {
-		if p.layer <= res.top() || contains(o.Merged, p.layer) {
+		if p.Layer <= res.Top() || contains(o.Merged, p.Layer) {
 			continue
 		}
 		if e := i.classify(p, name); e.Kind == whiteout.Object {
-			o.Shadowed = append(o.Shadowed, p.layer)
+			o.Shadowed = append(o.Shadowed, p.Layer)
 			if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
 				o.ShadowedBytes += e.Stat.Size
 			}
@@ -206,21 +207,21 @@ func (i *Inspector) origin(parentParts []part, name string, res *resolution) Ori
 }
 
 // deleted describes name, which the view hides: the layer of the whiteout, and what it hides.
-func (i *Inspector) deleted(parentParts []part, name string) (Origin, syscall.Errno) {
+func (i *Inspector) deleted(parentParts []merge.Part, name string) (Origin, syscall.Errno) {
 	o := Origin{Name: name, Status: "deleted", Layer: -1}
 	for _, p := range parentParts {
 		e := i.classify(p, name)
 		if o.Layer < 0 {
 			switch e.Kind {
 			case whiteout.Whiteout:
-				o.Layer = p.layer
+				o.Layer = p.Layer
 			case whiteout.Object:
 				return Origin{}, syscall.ENOENT // shown after all: not deleted
 			}
 			continue
 		}
 		if e.Kind == whiteout.Object {
-			o.Shadowed = append(o.Shadowed, p.layer)
+			o.Shadowed = append(o.Shadowed, p.Layer)
 			o.Type = typeName(e.Stat.Mode)
 			if e.Stat.Mode&unix.S_IFMT == unix.S_IFREG {
 				o.ShadowedBytes += e.Stat.Size
@@ -235,13 +236,13 @@ func (i *Inspector) deleted(parentParts []part, name string) (Origin, syscall.Er
 
 // classify tells what layer part p holds under name, as a lookup reads it; Absent when the
 // directory cannot be read.
-func (i *Inspector) classify(p part, name string) whiteout.Entry {
-	d, err := i.u.layers[p.layer].openDir(p.path)
+func (i *Inspector) classify(p merge.Part, name string) whiteout.Entry {
+	d, err := i.u.Layers[p.Layer].OpenDir(p.Path)
 	if err != nil {
 		return whiteout.Entry{}
 	}
-	defer d.release()
-	e, _ := whiteout.Classify(d.fd, name, whiteout.LookupRule(i.u.layers[p.layer].upper, true))
+	defer d.Release()
+	e, _ := whiteout.Classify(d.FD, name, whiteout.LookupRule(i.u.Layers[p.Layer].Upper, true))
 	return e
 }
 
@@ -291,30 +292,30 @@ type Cell struct {
 // Cells tells what each layer, topmost first, holds under name in the merged directory dir
 // ("" for the root).
 func (i *Inspector) Cells(dir, name string) ([]Cell, syscall.Errno) {
-	parts := i.rootResolution().parts
+	parts := i.rootResolution().Parts
 	if dir != "" {
-		res, errno := i.u.resolvePath(dir)
+		res, errno := i.u.ResolvePath(dir)
 		if errno != 0 {
 			return nil, errno
 		}
-		parts = res.parts
+		parts = res.Parts
 	}
-	cells := make([]Cell, len(i.u.layers))
+	cells := make([]Cell, len(i.u.Layers))
 	for _, p := range parts {
-		c := &cells[p.layer]
+		c := &cells[p.Layer]
 		c.Consulted = true
-		d, err := i.u.layers[p.layer].openDir(p.path)
+		d, err := i.u.Layers[p.Layer].OpenDir(p.Path)
 		if err != nil {
 			continue
 		}
-		e, _ := whiteout.Classify(d.fd, name, whiteout.LookupRule(i.u.layers[p.layer].upper, true))
+		e, _ := whiteout.Classify(d.FD, name, whiteout.LookupRule(i.u.Layers[p.Layer].Upper, true))
 		switch e.Kind {
 		case whiteout.Whiteout:
 			c.Kind = "whiteout"
 		case whiteout.Object:
 			c.Kind = typeName(e.Stat.Mode)
 			if c.Kind == "dir" {
-				if info, err := whiteout.ReadDirInfo(d.fd, name); err == nil {
+				if info, err := whiteout.ReadDirInfo(d.FD, name); err == nil {
 					c.Opaque = info.Opaque
 					if info.HasRedirect {
 						c.Redirect = info.Redirect
@@ -322,7 +323,7 @@ func (i *Inspector) Cells(dir, name string) ([]Cell, syscall.Errno) {
 				}
 			}
 		}
-		d.release()
+		d.Release()
 	}
 	return cells, 0
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
@@ -80,39 +81,39 @@ func parseFH(b []byte) (uint64, bool) {
 
 // linkUpFromKernelIndex links a name of a lower hard link that the kernel has already copied
 // up into its index, so that it shows the copy. It reports whether it did.
-func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *resolution) bool {
+func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *merge.Resolution) bool {
 	u := n.u
-	if u.kindex == nil || !u.hasUpper || u.layers[res.top()].upper || isDirStat(&res.st) || res.st.Nlink < 2 {
+	if u.kindex == nil || !u.hasUpper || u.Layers[res.Top()].Upper || isDirStat(&res.St) || res.St.Nlink < 2 {
 		return false
 	}
-	entry, ok := u.kindex[res.st.Ino]
+	entry, ok := u.kindex[res.St.Ino]
 	if !ok {
 		return false
 	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return false
 	}
-	d, err := u.upper().openDir(n.path())
+	d, err := u.upper().OpenDir(n.path())
 	if err != nil {
 		return false
 	}
-	defer d.release()
+	defer d.Release()
 	var st unix.Stat_t
-	if unix.Fstat(d.fd, &st) != nil {
+	if unix.Fstat(d.FD, &st) != nil {
 		return false
 	}
-	if err := unix.Linkat(u.kindexFd, entry, d.fd, name, 0); err != nil {
+	if err := unix.Linkat(u.kindexFd, entry, d.FD, name, 0); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
 			u.logf("link %s from the kernel's index: %v", name, err)
 		}
 		return false
 	}
-	restoreTimes(d.fd, &st)
+	restoreTimes(d.FD, &st)
 	// The new link is a name the object had already: count it out of the kernel's
 	// overlay.nlink, and record the merged number the name had, as copy-up does.
 	u.adjustKernelNlink(u.kindexFd, entry, -1)
-	unix.Lsetxattr(xattrs.Path(d.fd, name), u.xattrPrefix()+originAttr,
-		[]byte(strconv.FormatUint(res.ino, 10)), 0)
+	unix.Lsetxattr(xattrs.Path(d.FD, name), u.xattrPrefix()+originAttr,
+		[]byte(strconv.FormatUint(res.Ino, 10)), 0)
 	return true
 }
 
@@ -144,10 +145,10 @@ func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
 	}
 }
 
-// mergedNlink applies the kernel's overlay.nlink attribute of an indexed upper object: "U-1"
+// MergedNlink applies the kernel's overlay.nlink attribute of an indexed upper object: "U-1"
 // says the merged count is the upper count less one (the index link), "L+N" counts from the
 // lower object. Objects without it report their own count.
-func (u *unionFS) mergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
+func (u *unionFS) MergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
 	nlink := uint64(st.Nlink)
 	if nlink < 2 || isDirStat(st) {
 		return nlink

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"golang.org/x/sys/unix"
 )
 
@@ -61,11 +62,11 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		fmt.Fprintln(cfg.DebugLog, u.formats(priv))
 	}
 	root := &node{u: u}
-	for i := range u.layers {
-		root.where = append(root.where, part{layer: i})
+	for i := range u.Layers {
+		root.where = append(root.where, merge.Part{Layer: i})
 	}
 	var rst unix.Stat_t
-	if err := unix.Fstat(u.layers[0].fd, &rst); err != nil {
+	if err := unix.Fstat(u.Layers[0].FD, &rst); err != nil {
 		u.close()
 		return nil, err
 	}
@@ -214,15 +215,15 @@ func directMountFlags(cfg Config) uintptr {
 // rootIno gives the merged root the number the lookup rules give any merged directory: its
 // topmost lower part's.
 func (u *unionFS) rootIno() (uint64, error) {
-	for _, l := range u.layers {
-		if l.upper {
+	for _, l := range u.Layers {
+		if l.Upper {
 			continue
 		}
 		var st unix.Stat_t
-		if err := unix.Fstat(l.fd, &st); err != nil {
+		if err := unix.Fstat(l.FD, &st); err != nil {
 			return 0, err
 		}
-		return u.inoOf(l, st.Ino), nil
+		return u.InoOf(l, st.Ino), nil
 	}
 	return 1, nil
 }

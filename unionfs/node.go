@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -27,7 +28,7 @@ type node struct {
 	// where lists the layers the object lives in, topmost first: one for a non-directory,
 	// every merged layer directory for a directory. The upper part's path is not kept (see
 	// part); use parts(). Guarded by mu.
-	where []part
+	where []merge.Part
 	// dev and ino identify the topmost object itself, so that an operation can tell the
 	// object from another one that has taken its name since (a rename over it). Guarded by
 	// mu.
@@ -60,17 +61,17 @@ func (n *node) path() string {
 }
 
 // parts returns where the node lives, with the paths that are not stored filled in.
-func (n *node) parts() []part {
+func (n *node) parts() []merge.Part {
 	n.mu.Lock()
-	ps := append([]part(nil), n.where...)
+	ps := append([]merge.Part(nil), n.where...)
 	n.mu.Unlock()
 	merged, known := "", false
 	for i := range ps {
-		if ps[i].path == "" || n.u.layers[ps[i].layer].upper {
+		if ps[i].Path == "" || n.u.Layers[ps[i].Layer].Upper {
 			if !known {
 				merged, known = n.path(), true
 			}
-			ps[i].path = merged
+			ps[i].Path = merged
 		}
 	}
 	return ps
@@ -80,40 +81,40 @@ func (n *node) parts() []part {
 // a redirect led: a node keeps only what the tree cannot tell it (memory per node matters
 // when a walk makes one per file). With redirect_dir=on it keeps them all: a directory with
 // lower parts may move, and what is below it keeps its lower paths.
-func (u *unionFS) compact(parts []part, merged string) []part {
+func (u *unionFS) compact(parts []merge.Part, merged string) []merge.Part {
 	if u.cfg.RedirectDir == RedirectOn {
 		return parts
 	}
-	if len(parts) == 1 && parts[0].path == merged {
+	if len(parts) == 1 && parts[0].Path == merged {
 		// The common case, a file in one layer under its own path: a slice shared by every
 		// such node of the layer (where is never changed in place, only replaced).
-		return u.layers[parts[0].layer].alone
+		return u.Layers[parts[0].Layer].Alone
 	}
-	out := make([]part, len(parts))
+	out := make([]merge.Part, len(parts))
 	for i, p := range parts {
-		if p.path != merged {
-			out[i].path = p.path
+		if p.Path != merged {
+			out[i].Path = p.Path
 		}
-		out[i].layer = p.layer
+		out[i].Layer = p.Layer
 	}
 	return out
 }
 
 // top returns the topmost part.
-func (n *node) top() part { return n.parts()[0] }
+func (n *node) top() merge.Part { return n.parts()[0] }
 
 // lowerParts returns the parts below the upper.
-func (n *node) lowerParts() []part {
-	var out []part
+func (n *node) lowerParts() []merge.Part {
+	var out []merge.Part
 	for _, p := range n.parts() {
-		if !n.u.layers[p.layer].upper {
+		if !n.u.Layers[p.Layer].Upper {
 			out = append(out, p)
 		}
 	}
 	return out
 }
 
-func (n *node) setWhere(parts []part, st *unix.Stat_t) {
+func (n *node) setWhere(parts []merge.Part, st *unix.Stat_t) {
 	n.noXattrs.Store(false)
 	n.mu.Lock()
 	n.where = parts
@@ -128,28 +129,28 @@ func (n *node) isSelf(st *unix.Stat_t) bool {
 	return n.dev == st.Dev && n.ino == st.Ino
 }
 
-func (n *node) topLayer() *layer {
+func (n *node) topLayer() *merge.Layer {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.u.layers[n.where[0].layer]
+	return n.u.Layers[n.where[0].Layer]
 }
 
 // newChild makes (or finds, for a hard link or a name seen before) the inode for res, found
 // at the merged path merged. A directory whose number another merged directory holds is
 // ESTALE (identity.go).
-func (n *node) newChild(ctx context.Context, res *resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	parts := n.u.compact(res.parts, merged)
-	child := &node{u: n.u, where: parts, dev: res.st.Dev, ino: res.st.Ino}
-	shown := res.st
-	n.u.overrideAttr(res.parts[0], &shown)
-	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.ino})
-	if isDirStat(&res.st) {
-		_, base := splitPath(merged)
-		if errno := n.u.dirs.claim(res.ino, child, n.EmbeddedInode(), base); errno != 0 {
+func (n *node) newChild(ctx context.Context, res *merge.Resolution, merged string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	parts := n.u.compact(res.Parts, merged)
+	child := &node{u: n.u, where: parts, dev: res.St.Dev, ino: res.St.Ino}
+	shown := res.St
+	n.u.overrideAttr(res.Parts[0], &shown)
+	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.Ino})
+	if isDirStat(&res.St) {
+		_, base := merge.SplitPath(merged)
+		if errno := n.u.dirs.claim(res.Ino, child, n.EmbeddedInode(), base); errno != 0 {
 			return nil, errno
 		}
 	}
-	n.u.fillAttr(&out.Attr, &shown, res.ino, len(res.parts))
+	n.u.fillAttr(&out.Attr, &shown, res.Ino, len(res.Parts))
 	return ch, 0
 }
 
@@ -193,7 +194,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 			return nil, errno
 		}
 	}
-	return n.newChild(ctx, &res, joinPath(n.path(), name), out)
+	return n.newChild(ctx, &res, merge.JoinPath(n.path(), name), out)
 }
 
 // Getattr stats the topmost object.
@@ -214,8 +215,8 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	parts := n.parts()
 	top := parts[0]
 	var st unix.Stat_t
-	err := n.u.layers[top.layer].stat(top.path, &st)
-	if err != nil && !missing(err) {
+	err := n.u.Layers[top.Layer].Stat(top.Path, &st)
+	if err != nil && !merge.Missing(err) {
 		return toErrno(err)
 	}
 	if err == nil && n.isSelf(&st) {
@@ -243,13 +244,13 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 			return syscall.ENOENT
 		}
 	}
-	if n.u.layers[top.layer].upper && st.Nlink > 1 && !isDirStat(&st) {
+	if n.u.Layers[top.Layer].Upper && st.Nlink > 1 && !isDirStat(&st) {
 		// The parent opened beneath the layer, then one name: a multi-component path under
 		// /proc/self/fd would follow symlinks in its directories.
-		dir, name := splitPath(top.path)
-		if d, err := n.u.upper().openDir(dir); err == nil {
-			st.Nlink = n.u.mergedNlink(d.fd, name, &st)
-			d.release()
+		dir, name := merge.SplitPath(top.Path)
+		if d, err := n.u.upper().OpenDir(dir); err == nil {
+			st.Nlink = n.u.MergedNlink(d.FD, name, &st)
+			d.Release()
 		}
 	}
 	n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
@@ -262,14 +263,14 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 // Readlink reads the symlink's target from its layer.
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	top := n.top()
-	dir, name := splitPath(top.path)
-	d, err := n.u.layers[top.layer].openDir(dir)
+	dir, name := merge.SplitPath(top.Path)
+	d, err := n.u.Layers[top.Layer].OpenDir(dir)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	defer d.release()
+	defer d.Release()
 	buf := make([]byte, unix.PathMax)
-	sz, err := unix.Readlinkat(d.fd, name, buf)
+	sz, err := unix.Readlinkat(d.FD, name, buf)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -279,7 +280,7 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // Statfs reports the filesystem of the upper layer, or of the top lower on a read-only mount.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	var s unix.Statfs_t
-	if err := unix.Fstatfs(n.u.layers[0].fd, &s); err != nil {
+	if err := unix.Fstatfs(n.u.Layers[0].FD, &s); err != nil {
 		return toErrno(err)
 	}
 	out.Blocks = s.Blocks

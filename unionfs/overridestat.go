@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -123,29 +124,29 @@ func readOverride(dirfd int, name, attr string) (overrideStat, bool) {
 
 // overrideAttr applies the override of the object at p, if its layer uses them, to st: what
 // is reported for it. Symbolic links cannot carry user attributes and are left as they are.
-func (u *unionFS) overrideAttr(p part, st *unix.Stat_t) {
-	l := u.layers[p.layer]
-	if l.overrideXattr == "" || st.Mode&unix.S_IFMT == unix.S_IFLNK {
+func (u *unionFS) overrideAttr(p merge.Part, st *unix.Stat_t) {
+	l := u.Layers[p.Layer]
+	if l.OverrideXattr == "" || st.Mode&unix.S_IFMT == unix.S_IFLNK {
 		return
 	}
-	dir, name := splitPath(p.path)
-	d, err := l.openDir(dir)
+	dir, name := merge.SplitPath(p.Path)
+	d, err := l.OpenDir(dir)
 	if err != nil {
 		return
 	}
-	defer d.release()
-	if o, ok := readOverride(d.fd, name, l.overrideXattr); ok {
+	defer d.Release()
+	if o, ok := readOverride(d.FD, name, l.OverrideXattr); ok {
 		o.apply(st)
 	}
 }
 
-// overrideType is the type a directory listing reports for a regular file of a layer with
+// OverrideType is the type a directory listing reports for a regular file of a layer with
 // overrides, which may stand in for a device, fifo or socket.
-func (u *unionFS) overrideType(l *layer, dirfd int, name string) (uint32, bool) {
-	if l.overrideXattr == "" {
+func (u *unionFS) OverrideType(l *merge.Layer, dirfd int, name string) (uint32, bool) {
+	if l.OverrideXattr == "" {
 		return 0, false
 	}
-	o, ok := readOverride(dirfd, name, l.overrideXattr)
+	o, ok := readOverride(dirfd, name, l.OverrideXattr)
 	if !ok || o.typ == 0 || o.typ == unix.S_IFREG {
 		return 0, false
 	}
@@ -158,12 +159,12 @@ func (u *unionFS) overrideType(l *layer, dirfd int, name string) (uint32, bool) 
 func (u *unionFS) initOverrides() error {
 	u.overrideXattrs = map[string]bool{}
 	lowerAttr := ""
-	for _, l := range u.layers {
+	for _, l := range u.Layers {
 		for _, attr := range overrideXattrs {
-			if _, err := getAttr(l.fd, "", attr, nil); err == nil {
-				l.overrideXattr = attr
+			if _, err := getAttr(l.FD, "", attr, nil); err == nil {
+				l.OverrideXattr = attr
 				u.overrideXattrs[attr] = true
-				if !l.upper && lowerAttr == "" {
+				if !l.Upper && lowerAttr == "" {
 					lowerAttr = attr
 				}
 				break
@@ -173,7 +174,7 @@ func (u *unionFS) initOverrides() error {
 	if !u.hasUpper {
 		return nil
 	}
-	want := u.upper().overrideXattr
+	want := u.upper().OverrideXattr
 	switch u.cfg.XattrPermissions {
 	case 1:
 		want = overrideXattrs[0]
@@ -184,7 +185,7 @@ func (u *unionFS) initOverrides() error {
 			want = lowerAttr
 		}
 	}
-	if want == "" || want == u.upper().overrideXattr {
+	if want == "" || want == u.upper().OverrideXattr {
 		return nil
 	}
 	return u.markUpper(want)
@@ -195,14 +196,14 @@ func (u *unionFS) initOverrides() error {
 func (u *unionFS) markUpper(attr string) error {
 	up := u.upper()
 	var st unix.Stat_t
-	if err := unix.Fstat(up.fd, &st); err != nil {
+	if err := unix.Fstat(up.FD, &st); err != nil {
 		return err
 	}
 	o := overrideStat{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}
-	if err := setAttr(up.fd, "", attr, []byte(o.String()), 0); err != nil {
-		return fmt.Errorf("mark upper layer %s for %s: %w", up.path, attr, err)
+	if err := setAttr(up.FD, "", attr, []byte(o.String()), 0); err != nil {
+		return fmt.Errorf("mark upper layer %s for %s: %w", up.Path, attr, err)
 	}
-	up.overrideXattr = attr
+	up.OverrideXattr = attr
 	u.overrideXattrs[attr] = true
 	return nil
 }
@@ -218,7 +219,7 @@ func (u *unionFS) isPrivateXattr(attr string) bool {
 // override changes its override, and its real owner and mode stay what the server needs; with
 // xattr_permissions every object does, getting an override from its real attributes first.
 func (u *unionFS) setOwnerMode(dirfd int, name string, modeOK bool, mode uint32, uidOK bool, uid uint32, gidOK bool, gid uint32) syscall.Errno {
-	if attr := u.upper().overrideXattr; attr != "" {
+	if attr := u.upper().OverrideXattr; attr != "" {
 		ov, ok := readOverride(dirfd, name, attr)
 		if !ok && u.cfg.XattrPermissions != 0 {
 			var st unix.Stat_t

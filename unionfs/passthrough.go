@@ -114,7 +114,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 		return newFile(n, o.fd, flags, o.upper), fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
-	if !o.upper && n.u.layers[n.where[0].layer].upper {
+	if !o.upper && n.u.Layers[n.where[0].Layer].Upper {
 		// Copied up since fd was opened: a lower backing file registered now would be
 		// handed to the writer that copied it up. Open the copy instead.
 		n.mu.Unlock()

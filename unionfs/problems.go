@@ -100,7 +100,7 @@ func (u *unionFS) failed(op, path string, err error) syscall.Errno {
 // copyFailed reports a copy-up of path from layer that failed, whatever the cause: the
 // operation that needed it fails with an errno that does not say why.
 func (u *unionFS) copyFailed(path string, layer int, err error) syscall.Errno {
-	u.problem(path, "copy-up of /%s from layer %d (%s) failed: %v", path, layer, u.layers[layer].path, err)
+	u.problem(path, "copy-up of /%s from layer %d (%s) failed: %v", path, layer, u.Layers[layer].Path, err)
 	u.checkLayers()
 	return toErrno(err)
 }
@@ -108,15 +108,15 @@ func (u *unionFS) copyFailed(path string, layer int, err error) syscall.Errno {
 // checkLayers reports, once each, layers and the work directory that have been removed while
 // mounted: every operation that needs them fails from then on, and nothing else would say why.
 func (u *unionFS) checkLayers() {
-	for _, l := range u.layers {
-		if removed(l.fd) {
-			if _, said := u.problems.gone.LoadOrStore(l.index, true); !said {
-				u.problem("", "layer %s was removed while mounted: what it held is gone from the mount", l.path)
+	for _, l := range u.Layers {
+		if removed(l.FD) {
+			if _, said := u.problems.gone.LoadOrStore(l.Index, true); !said {
+				u.problem("", "layer %s was removed while mounted: what it held is gone from the mount", l.Path)
 			}
 		}
 	}
 	if u.workFd >= 0 && removed(u.workFd) {
-		if _, said := u.problems.gone.LoadOrStore(len(u.layers), true); !said {
+		if _, said := u.problems.gone.LoadOrStore(len(u.Layers), true); !said {
 			u.problem("", "work directory %s/%s was removed while mounted: copy-ups, whiteouts and new directories fail until the mount is made again", u.cfg.Work, workdir.Name)
 		}
 	}

@@ -5,22 +5,23 @@ import (
 	"errors"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
 // resolveChild resolves name in directory n.
-func (n *node) resolveChild(name string) (resolution, syscall.Errno) {
+func (n *node) resolveChild(name string) (merge.Resolution, syscall.Errno) {
 	if len(name) > 255 {
-		return resolution{}, syscall.ENAMETOOLONG
+		return merge.Resolution{}, syscall.ENAMETOOLONG
 	}
 	if whiteout.IsMarkerName(name) {
-		return resolution{}, syscall.ENOENT
+		return merge.Resolution{}, syscall.ENOENT
 	}
-	dirs := n.u.newParentDirs(n.parts())
-	defer dirs.release()
-	return n.u.resolve(dirs, name)
+	dirs := n.u.NewDirs(n.parts())
+	defer dirs.Release()
+	return n.u.Resolve(dirs, name)
 }
 
 // lowerOf returns the topmost lower layer of directory n that shows name, -1 if none: when
@@ -30,12 +31,12 @@ func (n *node) lowerOf(name string) (int, syscall.Errno) {
 	if len(lowers) == 0 {
 		return -1, 0
 	}
-	dirs := n.u.newParentDirs(lowers)
-	defer dirs.release()
-	res, errno := n.u.resolve(dirs, name)
+	dirs := n.u.NewDirs(lowers)
+	defer dirs.Release()
+	res, errno := n.u.Resolve(dirs, name)
 	switch errno {
 	case 0:
-		return res.top(), 0
+		return res.Top(), 0
 	case syscall.ENOENT:
 		return -1, 0
 	}
@@ -45,8 +46,8 @@ func (n *node) lowerOf(name string) (int, syscall.Errno) {
 func isDirStat(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
 // hasLowerParts reports whether a resolved object has anything in a lower layer.
-func (u *unionFS) hasLowerParts(res *resolution) bool {
-	return !u.layers[res.top()].upper || len(res.parts) > 1
+func (u *unionFS) hasLowerParts(res *merge.Resolution) bool {
+	return !u.Layers[res.Top()].Upper || len(res.Parts) > 1
 }
 
 // Unlink removes a non-directory; a name that a lower layer holds is replaced by a whiteout.
@@ -55,7 +56,7 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if isDirStat(&res.st) {
+	if isDirStat(&res.St) {
 		return syscall.EISDIR
 	}
 	return n.remove(ctx, name, &res, false)
@@ -68,10 +69,10 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	if !isDirStat(&res.st) {
+	if !isDirStat(&res.St) {
 		return syscall.ENOTDIR
 	}
-	if errno := n.u.checkEmpty(res.parts); errno != 0 {
+	if errno := n.u.checkEmpty(res.Parts); errno != 0 {
 		return errno
 	}
 	return n.remove(ctx, name, &res, true)
@@ -80,7 +81,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 // checkEmpty answers ENOTEMPTY unless the merged directory of parts can be removed: it shows
 // no entry, and, as the kernel requires, no lower part of it holds an xattr whiteout (the
 // kernel's emptiness check counts those as entries, though its listing hides them).
-func (u *unionFS) checkEmpty(parts []part) syscall.Errno {
+func (u *unionFS) checkEmpty(parts []merge.Part) syscall.Errno {
 	entries, errno := u.mergedEntries(parts, 1)
 	if errno != 0 {
 		return errno
@@ -89,35 +90,35 @@ func (u *unionFS) checkEmpty(parts []part) syscall.Errno {
 		return syscall.ENOTEMPTY
 	}
 	for _, p := range parts {
-		l := u.layers[p.layer]
-		if l.upper {
+		l := u.Layers[p.Layer]
+		if l.Upper {
 			continue
 		}
-		names, err := l.readNames(p.path)
+		names, err := l.ReadNames(p.Path)
 		if err != nil {
 			continue
 		}
-		d, err := l.openDir(p.path)
+		d, err := l.OpenDir(p.Path)
 		if err != nil {
 			continue
 		}
 		for _, name := range names {
 			var st unix.Stat_t
-			if unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			if unix.Fstatat(d.FD, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
 				continue
 			}
 			// As a lookup in a lower layer reads it: an xattr whiteout anywhere counts.
-			if e, _ := whiteout.ClassifyStat(d.fd, name, &st, whiteout.LookupRule(false, false)); e.Format == whiteout.Xattr {
-				d.release()
+			if e, _ := whiteout.ClassifyStat(d.FD, name, &st, whiteout.LookupRule(false, false)); e.Format == whiteout.Xattr {
+				d.Release()
 				return syscall.ENOTEMPTY
 			}
 		}
-		d.release()
+		d.Release()
 	}
 	return 0
 }
 
-func (n *node) remove(ctx context.Context, name string, res *resolution, isDir bool) syscall.Errno {
+func (n *node) remove(ctx context.Context, name string, res *merge.Resolution, isDir bool) syscall.Errno {
 	if !n.u.hasUpper {
 		return syscall.EROFS
 	}
@@ -129,13 +130,13 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 		return errno
 	}
 	needWhiteout := below >= 0
-	d, err := n.u.upper().openDir(n.path())
+	d, err := n.u.upper().OpenDir(n.path())
 	if err != nil {
 		return toErrno(err)
 	}
-	defer d.release()
-	inUpper := n.u.layers[res.top()].upper
-	if !inUpper && !isDir && res.st.Nlink > 1 {
+	defer d.Release()
+	inUpper := n.u.Layers[res.Top()].Upper
+	if !inUpper && !isDir && res.St.Nlink > 1 {
 		// Removing one name of a lower hard link: the other names stay one object, one link
 		// fewer, so the object is copied up (linking all its names) before this one goes.
 		ch, errno := n.childNode(ctx, name)
@@ -149,25 +150,25 @@ func (n *node) remove(ctx context.Context, name string, res *resolution, isDir b
 	}
 	undo := func() {}
 	if !isDir {
-		if undo, errno = n.detachChild(name, d.fd); errno != 0 {
+		if undo, errno = n.detachChild(name, d.FD); errno != 0 {
 			return errno
 		}
 	}
 	switch {
 	case !inUpper:
-		_, err = whiteout.Create(d.fd, name)
+		_, err = whiteout.Create(d.FD, name)
 	case needWhiteout:
-		err = n.replaceWithWhiteout(d.fd, name, isDir)
+		err = n.replaceWithWhiteout(d.FD, name, isDir)
 	case isDir:
-		err = n.removeDir(d.fd, name)
+		err = n.removeDir(d.FD, name)
 	default:
-		err = unix.Unlinkat(d.fd, name, 0)
+		err = unix.Unlinkat(d.FD, name, 0)
 	}
 	if err != nil {
 		undo()
 	}
 	if err == nil && (!inUpper || needWhiteout) {
-		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: below})
+		n.u.trace(Event{Kind: "whiteout", Path: merge.JoinPath(n.path(), name), Layer: below})
 	}
 	return toErrno(err)
 }

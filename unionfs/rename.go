@@ -7,6 +7,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -64,13 +65,13 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	if errno != 0 && errno != syscall.ENOENT {
 		return errno
 	}
-	srcIsDir, dstIsDir := isDirStat(&src.st), dstExists && isDirStat(&dst.st)
+	srcIsDir, dstIsDir := isDirStat(&src.St), dstExists && isDirStat(&dst.St)
 	switch {
 	case exchange && !dstExists:
 		return syscall.ENOENT
 	case flags&unix.RENAME_NOREPLACE != 0 && dstExists:
 		return syscall.EEXIST
-	case dstExists && src.ino == dst.ino && !exchange:
+	case dstExists && src.Ino == dst.Ino && !exchange:
 		return 0 // two names of one object: rename does nothing
 	case !exchange && dstExists && srcIsDir && !dstIsDir:
 		return syscall.ENOTDIR
@@ -82,7 +83,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return syscall.EXDEV
 	}
 	if !exchange && dstIsDir {
-		if errno := n.u.checkEmpty(dst.parts); errno != 0 {
+		if errno := n.u.checkEmpty(dst.Parts); errno != 0 {
 			return errno
 		}
 	}
@@ -98,7 +99,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return errno
 	}
 	var dstNode *node
-	if exchange || (dstExists && !dstIsDir && !n.u.layers[dst.top()].upper && dst.st.Nlink > 1) {
+	if exchange || (dstExists && !dstIsDir && !n.u.Layers[dst.Top()].Upper && dst.St.Nlink > 1) {
 		// Exchanged objects are both changed; an overwritten name of a lower hard link
 		// leaves its other names one link fewer, so the object is linked up first.
 		if dstNode, errno = np.childNode(ctx, newName); errno != 0 {
@@ -116,32 +117,32 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	}
 	srcWhiteout := srcBelow >= 0
 
-	sd, err := n.u.upper().openDir(n.path())
+	sd, err := n.u.upper().OpenDir(n.path())
 	if err != nil {
 		return toErrno(err)
 	}
-	defer sd.release()
-	dd, err := n.u.upper().openDir(np.path())
+	defer sd.Release()
+	dd, err := n.u.upper().OpenDir(np.path())
 	if err != nil {
 		return toErrno(err)
 	}
-	defer dd.release()
+	defer dd.Release()
 
 	// What sits at the destination in the upper, and must go or be replaced.
 	aufsAtDst := false
 	if !exchange {
-		e, err := whiteout.Classify(dd.fd, newName, whiteout.LookupRule(true, true))
+		e, err := whiteout.Classify(dd.FD, newName, whiteout.LookupRule(true, true))
 		switch {
 		case err != nil:
 			return toErrno(err)
 		case e.Format == whiteout.Device && srcIsDir:
 			// rename cannot put a directory over a non-directory.
-			if err := unix.Unlinkat(dd.fd, newName, 0); err != nil {
+			if err := unix.Unlinkat(dd.FD, newName, 0); err != nil {
 				return toErrno(err)
 			}
 		case e.Kind == whiteout.Object && isDirStat(&e.Stat):
 			// The merged view of it is empty, but its upper part may hold whiteouts.
-			if err := clearDir(dd.fd, newName); err != nil {
+			if err := clearDir(dd.FD, newName); err != nil {
 				return toErrno(err)
 			}
 		case e.Format == whiteout.Aufs:
@@ -152,19 +153,19 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	// A directory with lower parts records where they are (redirect_dir=on); one without
 	// arriving in a merged directory must not merge with a lower namesake there.
 	if srcIsDir {
-		if err := n.u.markMovedDir(srcNode, sd.fd, name, np); err != nil {
+		if err := n.u.markMovedDir(srcNode, sd.FD, name, np); err != nil {
 			return toErrno(err)
 		}
 	}
 	if exchange && dstIsDir {
-		if err := n.u.markMovedDir(dstNode, dd.fd, newName, n); err != nil {
+		if err := n.u.markMovedDir(dstNode, dd.FD, newName, n); err != nil {
 			return toErrno(err)
 		}
 	}
 
 	undo := func() {}
 	if dstExists && !dstIsDir && !exchange {
-		if undo, errno = np.detachChild(newName, dd.fd); errno != 0 {
+		if undo, errno = np.detachChild(newName, dd.FD); errno != 0 {
 			return errno
 		}
 	}
@@ -178,11 +179,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	case srcWhiteout:
 		rflags = unix.RENAME_WHITEOUT
 	}
-	err = unix.Renameat2(sd.fd, name, dd.fd, newName, rflags)
+	err = unix.Renameat2(sd.FD, name, dd.FD, newName, rflags)
 	if rflags == unix.RENAME_WHITEOUT && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
 		// The upper's filesystem or our privileges do not allow RENAME_WHITEOUT.
-		if err = unix.Renameat(sd.fd, name, dd.fd, newName); err == nil {
-			_, err = whiteout.Create(sd.fd, name)
+		if err = unix.Renameat(sd.FD, name, dd.FD, newName); err == nil {
+			_, err = whiteout.Create(sd.FD, name)
 		}
 	}
 	if err != nil {
@@ -190,10 +191,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 		return toErrno(err)
 	}
 	if srcWhiteout {
-		n.u.trace(Event{Kind: "whiteout", Path: joinPath(n.path(), name), Layer: srcBelow})
+		n.u.trace(Event{Kind: "whiteout", Path: merge.JoinPath(n.path(), name), Layer: srcBelow})
 	}
 	if aufsAtDst {
-		unix.Unlinkat(dd.fd, whiteout.Prefix+newName, 0)
+		unix.Unlinkat(dd.FD, whiteout.Prefix+newName, 0)
 	}
 	return 0
 }
@@ -213,7 +214,7 @@ func (n *node) keepReplacedDir(name string) (undo func()) {
 		return undo
 	}
 	top := c.top()
-	fd, err := c.u.layers[top.layer].open(top.path, unix.O_PATH|unix.O_DIRECTORY, 0)
+	fd, err := c.u.Layers[top.Layer].Open(top.Path, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return undo
 	}
@@ -264,8 +265,8 @@ func clearDir(dirfd int, name string) error {
 // a merged directory.
 func (u *unionFS) markMovedDir(d *node, dirfd int, name string, to *node) error {
 	if lower := d.lowerParts(); len(lower) > 0 {
-		u.trace(Event{Kind: "redirect", Path: d.path(), Layer: lower[0].layer, Detail: "/" + lower[0].path})
-		return u.setRedirect(dirfd, name, lower[0].path)
+		u.trace(Event{Kind: "redirect", Path: d.path(), Layer: lower[0].Layer, Detail: "/" + lower[0].Path})
+		return u.setRedirect(dirfd, name, lower[0].Path)
 	}
 	if to.isMerged() {
 		u.trace(Event{Kind: "opaque", Path: d.path(), Layer: -1})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,17 +26,17 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if errno := n.copyUp(ctx, !onlyTruncate); errno != 0 {
 		return errno
 	}
-	dir, name := splitPath(n.path())
-	var d dirFD
+	dir, name := merge.SplitPath(n.path())
+	var d merge.DirFD
 	if h := n.hiddenName(); h != "" {
-		d, name = dirFD{fd: n.u.workFd}, h // an open file whose last name is gone (hide.go)
+		d, name = merge.DirFD{FD: n.u.workFd}, h // an open file whose last name is gone (hide.go)
 	} else {
 		var err error
-		if d, err = n.u.upper().openDir(dir); err != nil {
+		if d, err = n.u.upper().OpenDir(dir); err != nil {
 			return toErrno(err)
 		}
 	}
-	defer d.release()
+	defer d.Release()
 	if name == "" {
 		name = "."
 	}
@@ -50,7 +51,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	if modeOK || uidOK || gidOK {
-		if errno := n.u.setOwnerMode(d.fd, name, modeOK, mode, uidOK, uid, gidOK, gid); errno != 0 {
+		if errno := n.u.setOwnerMode(d.FD, name, modeOK, mode, uidOK, uid, gidOK, gid); errno != 0 {
 			return errno
 		}
 	}
@@ -66,7 +67,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	}
 	// Truncate before setting times, so an explicit mtime is not overwritten.
 	if sizeOK {
-		if err := n.truncate(f, d.fd, name, int64(size)); err != nil {
+		if err := n.truncate(f, d.FD, name, int64(size)); err != nil {
 			return toErrno(err)
 		}
 	}
@@ -84,7 +85,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 				ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
 			}
 		}
-		if err := unix.UtimesNanoAt(d.fd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(d.FD, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return toErrno(err)
 		}
 	}

@@ -22,25 +22,25 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return nil, nil, 0, errno
 	}
-	d, err := n.u.upper().openDir(n.path())
+	d, err := n.u.upper().OpenDir(n.path())
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	defer d.release()
+	defer d.Release()
 	var dirSt unix.Stat_t
-	if err := unix.Fstat(d.fd, &dirSt); err != nil {
+	if err := unix.Fstat(d.FD, &dirSt); err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
 	// Made in its directory, the file gets the default ACL from the filesystem; only the
 	// umask is ours to apply, where no default ACL replaces it.
 	if umask, ok := n.u.extras.umask(ctx); ok {
-		if def, err := defaultACL(d.fd); err != nil {
+		if def, err := defaultACL(d.FD); err != nil {
 			return nil, nil, 0, toErrno(err)
 		} else if def == nil {
 			mode &^= umask
 		}
 	}
-	fd, err := unix.Openat(d.fd, ".", int(flags&^openFlagsMask)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
+	fd, err := unix.Openat(d.FD, ".", int(flags&^openFlagsMask)|unix.O_TMPFILE|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
@@ -64,8 +64,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, toErrno(err)
 	}
 	unix.CloseOnExec(keep)
-	ino := n.u.inoOf(n.u.upper(), st.Ino)
-	child := &node{u: n.u, where: n.u.upper().alone, dev: st.Dev, ino: st.Ino, open: &nodeOpen{keptFd: keep}}
+	ino := n.u.InoOf(n.u.upper(), st.Ino)
+	child := &node{u: n.u, where: n.u.upper().Alone, dev: st.Dev, ino: st.Ino, open: &nodeOpen{keptFd: keep}}
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: syscall.S_IFREG, Ino: ino})
 	n.u.fillAttr(&out.Attr, &st, ino, 0)
 	child.notePrivsNew(st.Mode)

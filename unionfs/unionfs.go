@@ -1,9 +1,9 @@
 package unionfs
 
 import (
-	"errors"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"golang.org/x/sys/unix"
 )
@@ -11,8 +11,9 @@ import (
 // unionFS is the state shared by every node of one mount.
 type unionFS struct {
 	cfg Config
-	// layers are topmost first: the upper (if any) at 0, then the lowers in the order given.
-	layers   []*layer
+	// Stack is the layers and the lookup and listing rules (package merge); its Identity is
+	// this unionFS.
+	merge.Stack
 	hasUpper bool
 	// sameFS is set when every layer lives on one filesystem: real inode numbers are then
 	// unique across the stack and are shown unchanged, as the kernel does.
@@ -40,6 +41,8 @@ type unionFS struct {
 
 func newUnionFS(cfg Config) (*unionFS, error) {
 	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1, selinux: selinuxEnabled()}
+	u.Identity = u
+	u.FollowRedirects = cfg.RedirectDir != RedirectNoFollow
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
 		paths = append([]string{cfg.Upper}, cfg.Lowers...)
@@ -47,21 +50,21 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 	}
 	devs := map[uint64]uint64{}
 	for i, p := range paths {
-		l, err := openLayer(p)
+		l, err := merge.OpenLayer(p)
 		if err != nil {
 			u.close()
 			return nil, err
 		}
-		l.index = i
-		l.alone = []part{{layer: i}}
-		l.upper = u.hasUpper && i == 0
-		idx, ok := devs[l.dev]
+		l.Index = i
+		l.Alone = []merge.Part{{Layer: i}}
+		l.Upper = u.hasUpper && i == 0
+		idx, ok := devs[l.Dev]
 		if !ok {
 			idx = uint64(len(devs))
-			devs[l.dev] = idx
+			devs[l.Dev] = idx
 		}
-		l.fsIdx = idx
-		u.layers = append(u.layers, l)
+		l.FsIdx = idx
+		u.Layers = append(u.Layers, l)
 	}
 	u.sameFS = len(devs) == 1
 	if u.hasUpper && cfg.Work != "" {
@@ -85,8 +88,8 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 }
 
 func (u *unionFS) close() {
-	for _, l := range u.layers {
-		l.close()
+	for _, l := range u.Layers {
+		l.Close()
 	}
 	for _, fd := range []*int{&u.workFd, &u.kindexFd} {
 		if *fd >= 0 {
@@ -102,13 +105,4 @@ func (u *unionFS) close() {
 }
 
 // toErrno turns an error from the unix package into an errno for FUSE.
-func toErrno(err error) syscall.Errno {
-	if err == nil {
-		return 0
-	}
-	var e unix.Errno
-	if errors.As(err, &e) {
-		return syscall.Errno(e)
-	}
-	return syscall.EIO
-}
+func toErrno(err error) syscall.Errno { return merge.Errno(err) }

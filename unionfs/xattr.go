@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
@@ -15,7 +16,7 @@ import (
 // xattrOps are the path-based attribute calls for the node's xattrPath: the root's path is a
 // descriptor's magic link, every other node's an entry of its parent's.
 func (n *node) xattrOps() xattrs.Calls {
-	if n.top().path == "" {
+	if n.top().Path == "" {
 		return xattrs.For("")
 	}
 	return xattrs.For("entry")
@@ -24,14 +25,14 @@ func (n *node) xattrOps() xattrs.Calls {
 // xattrPath names the node's topmost object for the path-based xattr calls (there is no
 // getxattrat): the magic link of its parent directory's descriptor, then its name. The caller
 // releases the returned directory.
-func (n *node) xattrPath() (string, dirFD, error) {
+func (n *node) xattrPath() (string, merge.DirFD, error) {
 	top := n.top()
-	dir, name := splitPath(top.path)
-	d, err := n.u.layers[top.layer].openDir(dir)
+	dir, name := merge.SplitPath(top.Path)
+	d, err := n.u.Layers[top.Layer].OpenDir(dir)
 	if err != nil {
 		return "", d, err
 	}
-	return xattrs.Path(d.fd, name), d, nil
+	return xattrs.Path(d.FD, name), d, nil
 }
 
 // LayerXattr is a read-only attribute every object of the mount answers with the layer that
@@ -43,7 +44,7 @@ const LayerXattr = "user.layerfs.layer"
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if attr == LayerXattr {
 		top := n.top()
-		v := []byte(strconv.Itoa(top.layer) + " " + n.u.layers[top.layer].path)
+		v := []byte(strconv.Itoa(top.Layer) + " " + n.u.Layers[top.Layer].Path)
 		if len(dest) == 0 {
 			return uint32(len(v)), 0
 		}
@@ -62,7 +63,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if err != nil {
 		return 0, toErrno(err)
 	}
-	defer d.release()
+	defer d.Release()
 	ops := n.xattrOps()
 	sz, err := ops.Get(p, attr, dest)
 	if errors.Is(err, unix.ENODATA) {
@@ -99,8 +100,8 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	if err != nil {
 		return 0, toErrno(err)
 	}
-	defer d.release()
-	names, err := xattrs.List(p, n.top().path == "")
+	defer d.Release()
+	names, err := xattrs.List(p, n.top().Path == "")
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -147,7 +148,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
 // without copying it up, as in the kernel.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if !n.u.isPrivateXattr(attr) && !n.topLayer().upper {
+	if !n.u.isPrivateXattr(attr) && !n.topLayer().Upper {
 		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 			return errno
 		}
@@ -170,7 +171,7 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrs.
 	if err != nil {
 		return toErrno(err)
 	}
-	defer d.release()
+	defer d.Release()
 	return toErrno(change(n.xattrOps(), p))
 }
 

@@ -1,0 +1,57 @@
+package merge
+
+import (
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// hardlinks maps, for one lower layer, the inode number of every object with more than one
+// name to those names. Lowers do not change while mounted, so it is built once, on the first
+// copy-up of a hard link from that layer, and holds only hard-linked objects.
+type hardlinks struct {
+	once  sync.Once
+	paths map[uint64][]string
+	err   error
+}
+
+// HardlinkPaths are the paths in the layer of the object numbered ino, if it has more than
+// one name.
+func (l *Layer) HardlinkPaths(ino uint64) ([]string, error) {
+	l.links.once.Do(func() {
+		l.links.paths = map[uint64][]string{}
+		l.links.err = l.Walk("", func(path string, st *unix.Stat_t) {
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
+				l.links.paths[st.Ino] = append(l.links.paths[st.Ino], path)
+			}
+		})
+	})
+	return l.links.paths[ino], l.links.err
+}
+
+// Walk calls fn for every object below directory rel of the layer.
+func (l *Layer) Walk(rel string, fn func(string, *unix.Stat_t)) error {
+	names, err := l.ReadNames(rel)
+	if err != nil {
+		return err
+	}
+	d, err := l.OpenDir(rel)
+	if err != nil {
+		return err
+	}
+	defer d.Release()
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(d.FD, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue
+		}
+		p := JoinPath(rel, name)
+		fn(p, &st)
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := l.Walk(p, fn); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
