@@ -130,7 +130,7 @@ func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantTyp
 		SkipXattr: whiteout.IsPrivateXattr,
 	}
 	if !isDirStat(&st) {
-		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + originAttr: []byte(strconv.FormatUint(ino, 10))}
+		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + merge.OriginAttr: []byte(strconv.FormatUint(ino, 10))}
 	}
 	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: sname, Stat: st}, dst.FD, name, opt); err != nil {
 		return st, err

@@ -2,17 +2,14 @@ package unionfs
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/layerfs/layerfs/unionfs/merge"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
-	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -22,12 +19,6 @@ import (
 // directory but show the indexed copy. layerfs reads such an upper the same way: it finds the
 // index entry of a lower hard link by the inode number in the file handle and links the name
 // up on lookup. It writes no index of its own: it links every name up at copy-up instead.
-
-// File handle types (include/linux/exportfs.h) whose first 32-bit word is the inode number.
-const (
-	fileidIno32Gen       = 1
-	fileidIno32GenParent = 2
-)
 
 // kernelIndex maps the inode number in each index entry's file handle to the entry's name.
 type kernelIndex map[uint64]string
@@ -63,20 +54,7 @@ func parseIndexName(name string) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	return parseFH(b)
-}
-
-// parseFH decodes the inode number from a struct ovl_fb, as the kernel stores it in index
-// names and in the overlay.origin attribute.
-func parseFH(b []byte) (uint64, bool) {
-	if len(b) < 21+4 || b[1] != 0xfb || int(b[2]) != len(b) {
-		return 0, false
-	}
-	switch b[4] {
-	case fileidIno32Gen, fileidIno32GenParent:
-		return uint64(binary.LittleEndian.Uint32(b[21:25])), true
-	}
-	return 0, false
+	return merge.ParseFH(b)
 }
 
 // linkUpFromKernelIndex links a name of a lower hard link that the kernel has already copied
@@ -112,58 +90,15 @@ func (n *node) linkUpFromKernelIndex(ctx context.Context, name string, res *merg
 	// The new link is a name the object had already: count it out of the kernel's
 	// overlay.nlink, and record the merged number the name had, as copy-up does.
 	u.adjustKernelNlink(u.kindexFd, entry, -1)
-	unix.Lsetxattr(xattrs.Path(d.FD, name), u.xattrPrefix()+originAttr,
+	unix.Lsetxattr(xattrs.Path(d.FD, name), u.xattrPrefix()+merge.OriginAttr,
 		[]byte(strconv.FormatUint(res.Ino, 10)), 0)
 	return true
-}
-
-// kernelNlink reads the kernel's overlay.nlink attribute of an indexed object: its base ('U'
-// for the upper object's own count, 'L' for the lower object's), the difference to it, and the
-// attribute's full name.
-func kernelNlink(p string) (base byte, diff int, attr string, ok bool) {
-	var buf [32]byte
-	for _, prefix := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
-		sz, err := unix.Lgetxattr(p, prefix+"nlink", buf[:])
-		if err != nil {
-			continue
-		}
-		v := string(buf[:sz])
-		if len(v) < 2 || (v[0] != 'U' && v[0] != 'L') {
-			return 0, 0, "", false
-		}
-		d, err := strconv.Atoi(strings.TrimPrefix(v[1:], "+"))
-		return v[0], d, prefix + "nlink", err == nil
-	}
-	return 0, 0, "", false
 }
 
 // adjustKernelNlink adds delta to the N of an indexed object's "U±N" overlay.nlink.
 func (u *unionFS) adjustKernelNlink(dirfd int, name string, delta int) {
 	p := xattrs.Path(dirfd, name)
-	if base, d, attr, ok := kernelNlink(p); ok && base == 'U' {
+	if base, d, attr, ok := merge.KernelNlink(p); ok && base == 'U' {
 		unix.Lsetxattr(p, attr, []byte(fmt.Sprintf("U%+d", d+delta)), 0)
 	}
-}
-
-// MergedNlink applies the kernel's overlay.nlink attribute of an indexed upper object: "U-1"
-// says the merged count is the upper count less one (the index link), "L+N" counts from the
-// lower object. Objects without it report their own count.
-func (u *unionFS) MergedNlink(dirfd int, name string, st *unix.Stat_t) uint64 {
-	nlink := uint64(st.Nlink)
-	if nlink < 2 || isDirStat(st) {
-		return nlink
-	}
-	base, d, _, ok := kernelNlink(xattrs.Path(dirfd, name))
-	if !ok {
-		return nlink
-	}
-	if base == 'L' {
-		// Counted from the lower object, which we do not decode: the upper count less the
-		// index link is what is left when every name has been linked up.
-		d = -1
-	}
-	if int64(nlink)+int64(d) < 1 {
-		return 1
-	}
-	return uint64(int64(nlink) + int64(d))
 }

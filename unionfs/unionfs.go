@@ -15,9 +15,9 @@ type unionFS struct {
 	// this unionFS.
 	merge.Stack
 	hasUpper bool
-	// sameFS is set when every layer lives on one filesystem: real inode numbers are then
-	// unique across the stack and are shown unchanged, as the kernel does.
-	sameFS bool
+	// Numbering gives merged inode numbers and link counts: with OverrideType, unionFS is
+	// the Stack's Identity.
+	merge.Numbering
 	// workFd is workdir/work, where objects are built before they appear in the upper.
 	workFd int
 	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
@@ -42,6 +42,7 @@ type unionFS struct {
 func newUnionFS(cfg Config) (*unionFS, error) {
 	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1, selinux: selinuxEnabled()}
 	u.Identity = u
+	u.Prefix = u.xattrPrefix()
 	u.FollowRedirects = cfg.RedirectDir != RedirectNoFollow
 	paths := cfg.Lowers
 	if cfg.Upper != "" {
@@ -66,7 +67,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 		l.FsIdx = idx
 		u.Layers = append(u.Layers, l)
 	}
-	u.sameFS = len(devs) == 1
+	u.SameFS = len(devs) == 1
 	if u.hasUpper && cfg.Work != "" {
 		// Locked before the work directory is cleaned: that would remove what another
 		// server is building there.
