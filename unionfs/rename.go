@@ -39,164 +39,219 @@ func (n *node) childNode(ctx context.Context, name string) (*node, syscall.Errno
 // back to copying); a name left behind that a lower layer holds becomes a whiteout; a
 // directory moved into a merged directory is made opaque so it does not merge with whatever
 // a lower layer has there. RENAME_NOREPLACE and RENAME_EXCHANGE are supported.
+//
+// It reads as every mutating operation: plan (classify both names, refuse what the kernel
+// refuses), copy up (the objects and both parents), act (one renameat2 in the upper), and
+// compensate where acting fails (the replaced object's node is reattached).
 func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*node)
 	if !ok {
 		return syscall.EXDEV
 	}
+	p, errno := n.planRename(name, np, newName, flags)
+	if errno != 0 || p.nothing {
+		return errno
+	}
+	if errno := p.copyUp(ctx); errno != 0 {
+		return errno
+	}
+	return p.act()
+}
+
+// renamePlan is what Rename found out before changing anything.
+type renamePlan struct {
+	from, to           *node // the parent directories
+	name, newName      string
+	exchange           bool
+	src, dst           merge.Resolution
+	dstExists          bool
+	srcIsDir, dstIsDir bool
+	// nothing: the two names are one object's, and rename does nothing.
+	nothing bool
+	// Filled in by copyUp:
+	srcNode, dstNode *node // dstNode only when the destination object changes too
+	srcBelow         int   // the lower layer that shows name, which then needs a whiteout; -1
+}
+
+// planRename classifies both names and refuses what the kernel's overlayfs refuses, in its
+// order; nothing is changed.
+func (n *node) planRename(name string, np *node, newName string, flags uint32) (*renamePlan, syscall.Errno) {
 	if flags&^(unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE) != 0 ||
 		flags == unix.RENAME_NOREPLACE|unix.RENAME_EXCHANGE {
-		return syscall.EINVAL
+		return nil, syscall.EINVAL
 	}
 	if errno := checkName(newName); errno != 0 {
-		return errno
+		return nil, errno
 	}
 	if !n.u.hasUpper {
-		return syscall.EROFS
+		return nil, syscall.EROFS
 	}
-	exchange := flags&unix.RENAME_EXCHANGE != 0
-
-	src, errno := n.resolveChild(name)
-	if errno != 0 {
-		return errno
+	p := &renamePlan{from: n, to: np, name: name, newName: newName, exchange: flags&unix.RENAME_EXCHANGE != 0, srcBelow: -1}
+	var errno syscall.Errno
+	if p.src, errno = n.resolveChild(name); errno != 0 {
+		return nil, errno
 	}
-	dst, errno := np.resolveChild(newName)
-	dstExists := errno == 0
+	p.dst, errno = np.resolveChild(newName)
+	p.dstExists = errno == 0
 	if errno != 0 && errno != syscall.ENOENT {
-		return errno
+		return nil, errno
 	}
-	srcIsDir, dstIsDir := isDirStat(&src.St), dstExists && isDirStat(&dst.St)
+	p.srcIsDir, p.dstIsDir = isDirStat(&p.src.St), p.dstExists && isDirStat(&p.dst.St)
 	switch {
-	case exchange && !dstExists:
-		return syscall.ENOENT
-	case flags&unix.RENAME_NOREPLACE != 0 && dstExists:
-		return syscall.EEXIST
-	case dstExists && src.Ino == dst.Ino && !exchange:
-		return 0 // two names of one object: rename does nothing
-	case !exchange && dstExists && srcIsDir && !dstIsDir:
-		return syscall.ENOTDIR
-	case !exchange && dstExists && !srcIsDir && dstIsDir:
-		return syscall.EISDIR
-	case srcIsDir && n.u.hasLowerParts(&src) && n.u.cfg.RedirectDir != RedirectOn:
-		return syscall.EXDEV
-	case exchange && dstIsDir && n.u.hasLowerParts(&dst) && n.u.cfg.RedirectDir != RedirectOn:
-		return syscall.EXDEV
+	case p.exchange && !p.dstExists:
+		return nil, syscall.ENOENT
+	case flags&unix.RENAME_NOREPLACE != 0 && p.dstExists:
+		return nil, syscall.EEXIST
+	case p.dstExists && p.src.Ino == p.dst.Ino && !p.exchange:
+		p.nothing = true
+		return p, 0
+	case !p.exchange && p.dstExists && p.srcIsDir && !p.dstIsDir:
+		return nil, syscall.ENOTDIR
+	case !p.exchange && p.dstExists && !p.srcIsDir && p.dstIsDir:
+		return nil, syscall.EISDIR
+	case p.srcIsDir && n.u.hasLowerParts(&p.src) && n.u.cfg.RedirectDir != RedirectOn:
+		return nil, syscall.EXDEV
+	case p.exchange && p.dstIsDir && n.u.hasLowerParts(&p.dst) && n.u.cfg.RedirectDir != RedirectOn:
+		return nil, syscall.EXDEV
 	}
-	if !exchange && dstIsDir {
-		if errno := n.u.checkEmpty(dst.Parts); errno != 0 {
-			return errno
+	if !p.exchange && p.dstIsDir {
+		if errno := n.u.checkEmpty(p.dst.Parts); errno != 0 {
+			return nil, errno
 		}
 	}
+	return p, 0
+}
 
-	srcNode, errno := n.childNode(ctx, name)
-	if errno != 0 {
+// copyUp brings into the upper what the rename changes: the source object and both parents;
+// the destination object too when it is exchanged, or when it is a name of a lower hard link
+// (its other names lose a link, so the object is linked up first). It also finds whether a
+// lower layer shows the source name, which then needs a whiteout.
+func (p *renamePlan) copyUp(ctx context.Context) syscall.Errno {
+	var errno syscall.Errno
+	if p.srcNode, errno = p.from.childNode(ctx, p.name); errno != 0 {
 		return errno
 	}
-	if errno := srcNode.copyUp(ctx, true); errno != 0 {
+	if errno := p.srcNode.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	if errno := np.copyUp(ctx, true); errno != 0 {
+	if errno := p.to.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	var dstNode *node
-	if exchange || (dstExists && !dstIsDir && !n.u.Layers[dst.Top()].Upper && dst.St.Nlink > 1) {
-		// Exchanged objects are both changed; an overwritten name of a lower hard link
-		// leaves its other names one link fewer, so the object is linked up first.
-		if dstNode, errno = np.childNode(ctx, newName); errno != 0 {
+	u := p.from.u
+	if p.exchange || (p.dstExists && !p.dstIsDir && !u.Layers[p.dst.Top()].Upper && p.dst.St.Nlink > 1) {
+		if p.dstNode, errno = p.to.childNode(ctx, p.newName); errno != 0 {
 			return errno
 		}
-		if errno := dstNode.copyUp(ctx, true); errno != 0 {
-			return errno
-		}
-	}
-	srcBelow := -1 // the lower layer that shows name, which then needs a whiteout
-	if !exchange {
-		if srcBelow, errno = n.lowerOf(name); errno != 0 {
+		if errno := p.dstNode.copyUp(ctx, true); errno != 0 {
 			return errno
 		}
 	}
-	srcWhiteout := srcBelow >= 0
+	if !p.exchange {
+		if p.srcBelow, errno = p.from.lowerOf(p.name); errno != 0 {
+			return errno
+		}
+	}
+	return 0
+}
 
-	sd, err := n.u.upper().OpenDir(n.path())
+// act renames in the upper: it clears the way at the destination, marks moved directories,
+// detaches what the rename replaces, and makes one renameat2 (leaving a whiteout where a
+// lower layer shows the old name); if that fails it puts the replaced node back.
+func (p *renamePlan) act() syscall.Errno {
+	u := p.from.u
+	sd, err := u.upper().OpenDir(p.from.path())
 	if err != nil {
 		return toErrno(err)
 	}
 	defer sd.Release()
-	dd, err := n.u.upper().OpenDir(np.path())
+	dd, err := u.upper().OpenDir(p.to.path())
 	if err != nil {
 		return toErrno(err)
 	}
 	defer dd.Release()
-
-	// What sits at the destination in the upper, and must go or be replaced.
-	aufsAtDst := false
-	if !exchange {
-		e, err := whiteout.Classify(dd.FD, newName, whiteout.LookupRule(true, true))
-		switch {
-		case err != nil:
-			return toErrno(err)
-		case e.Format == whiteout.Device && srcIsDir:
-			// rename cannot put a directory over a non-directory.
-			if err := unix.Unlinkat(dd.FD, newName, 0); err != nil {
-				return toErrno(err)
-			}
-		case e.Kind == whiteout.Object && isDirStat(&e.Stat):
-			// The merged view of it is empty, but its upper part may hold whiteouts.
-			if err := clearDir(dd.FD, newName); err != nil {
-				return toErrno(err)
-			}
-		case e.Format == whiteout.Aufs:
-			aufsAtDst = true
-		}
+	aufsAtDst, errno := p.clearDestination(dd.FD)
+	if errno != 0 {
+		return errno
 	}
-
 	// A directory with lower parts records where they are (redirect_dir=on); one without
 	// arriving in a merged directory must not merge with a lower namesake there.
-	if srcIsDir {
-		if err := n.u.markMovedDir(srcNode, sd.FD, name, np); err != nil {
+	if p.srcIsDir {
+		if err := u.markMovedDir(p.srcNode, sd.FD, p.name, p.to); err != nil {
 			return toErrno(err)
 		}
 	}
-	if exchange && dstIsDir {
-		if err := n.u.markMovedDir(dstNode, dd.FD, newName, n); err != nil {
+	if p.exchange && p.dstIsDir {
+		if err := u.markMovedDir(p.dstNode, dd.FD, p.newName, p.from); err != nil {
 			return toErrno(err)
 		}
 	}
 
 	undo := func() {}
-	if dstExists && !dstIsDir && !exchange {
-		if undo, errno = np.detachChild(newName, dd.FD); errno != 0 {
+	switch {
+	case p.dstExists && !p.dstIsDir && !p.exchange:
+		if undo, errno = p.to.detachChild(p.newName, dd.FD); errno != 0 {
 			return errno
 		}
+	case p.dstExists && p.dstIsDir && !p.exchange:
+		undo = p.to.keepReplacedDir(p.newName)
 	}
-	if dstExists && dstIsDir && !exchange {
-		undo = np.keepReplacedDir(newName)
-	}
-	rflags := uint(0)
-	switch {
-	case exchange:
-		rflags = unix.RENAME_EXCHANGE
-	case srcWhiteout:
-		rflags = unix.RENAME_WHITEOUT
-	}
-	err = unix.Renameat2(sd.FD, name, dd.FD, newName, rflags)
-	if rflags == unix.RENAME_WHITEOUT && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
-		// The upper's filesystem or our privileges do not allow RENAME_WHITEOUT.
-		if err = unix.Renameat(sd.FD, name, dd.FD, newName); err == nil {
-			_, err = whiteout.Create(sd.FD, name)
-		}
-	}
-	if err != nil {
+	if err := p.renameat(sd.FD, dd.FD); err != nil {
 		undo()
 		return toErrno(err)
 	}
-	if srcWhiteout {
-		n.u.trace(Event{Kind: "whiteout", Path: merge.JoinPath(n.path(), name), Layer: srcBelow})
+	if p.srcBelow >= 0 {
+		u.trace(Event{Kind: "whiteout", Path: merge.JoinPath(p.from.path(), p.name), Layer: p.srcBelow})
 	}
 	if aufsAtDst {
-		unix.Unlinkat(dd.FD, whiteout.Prefix+newName, 0)
+		unix.Unlinkat(dd.FD, whiteout.Prefix+p.newName, 0)
 	}
 	return 0
+}
+
+// clearDestination removes from the upper what stands in the way at the destination name of
+// dd: a whiteout device where a directory arrives (rename cannot put a directory over a
+// non-directory), and the whiteouts inside a directory that is empty in the merged view. It
+// reports an AUFS whiteout of the name, to be removed once the rename is done.
+func (p *renamePlan) clearDestination(dd int) (aufs bool, errno syscall.Errno) {
+	if p.exchange {
+		return false, 0
+	}
+	e, err := whiteout.Classify(dd, p.newName, whiteout.LookupRule(true, true))
+	switch {
+	case err != nil:
+		return false, toErrno(err)
+	case e.Format == whiteout.Device && p.srcIsDir:
+		if err := unix.Unlinkat(dd, p.newName, 0); err != nil {
+			return false, toErrno(err)
+		}
+	case e.Kind == whiteout.Object && isDirStat(&e.Stat):
+		if err := clearDir(dd, p.newName); err != nil {
+			return false, toErrno(err)
+		}
+	case e.Format == whiteout.Aufs:
+		return true, 0
+	}
+	return false, 0
+}
+
+// renameat is the one rename in the upper: an exchange, or a move that leaves a whiteout
+// where a lower layer shows the old name. Where the upper's filesystem or our privileges do
+// not allow RENAME_WHITEOUT, the move and the whiteout are made one after the other.
+func (p *renamePlan) renameat(sd, dd int) error {
+	rflags := uint(0)
+	switch {
+	case p.exchange:
+		rflags = unix.RENAME_EXCHANGE
+	case p.srcBelow >= 0:
+		rflags = unix.RENAME_WHITEOUT
+	}
+	err := unix.Renameat2(sd, p.name, dd, p.newName, rflags)
+	if rflags == unix.RENAME_WHITEOUT && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
+		if err = unix.Renameat(sd, p.name, dd, p.newName); err == nil {
+			_, err = whiteout.Create(sd, p.name)
+		}
+	}
+	return err
 }
 
 // keepReplacedDir keeps the directory the kernel knows at name in n answerable after a rename
