@@ -124,7 +124,7 @@ func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantTyp
 		return st, err
 	}
 	opt := copyup.Options{
-		WorkFd:    u.workFd,
+		WorkFd:    u.work.FD,
 		SkipData:  !withData,
 		NoSync:    u.cfg.Volatile,
 		SkipXattr: whiteout.IsPrivateXattr,

@@ -142,7 +142,7 @@ func (s *slot) setInheritedACLs(dirfd int, name string) error {
 // whiteout there if any. Directories cannot replace a non-directory with rename, so they are
 // exchanged with it and the whiteout removed after.
 func (n *node) place(s *slot, tmp string, isDir bool) error {
-	w := n.u.workFd
+	w := n.u.work.FD
 	switch {
 	case s.whiteout && !s.aufs && isDir:
 		if err := unix.Renameat2(w, tmp, s.dir.FD, s.name, unix.RENAME_EXCHANGE); err != nil {
@@ -225,7 +225,7 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 		return 0
 	}
 	tmp := workdir.TempName()
-	w := n.u.workFd
+	w := n.u.work.FD
 	err := mk(w, tmp)
 	if err == nil {
 		err = n.u.chownNew(ctx, w, tmp, &s.dirSt)

@@ -182,7 +182,7 @@ func (n *node) openTopSide(flags int) (opened, error) {
 	var err error
 	upper := true
 	if h := n.hiddenName(); h != "" {
-		fd, err = unix.Openat(n.u.workFd, h, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = unix.Openat(n.u.work.FD, h, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	} else {
 		top := n.top()
 		upper = n.u.Layers[top.Layer].Upper

@@ -45,8 +45,8 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Nlink > 1 || !c.isSelf(&st) {
 			return undo, 0 // other names keep it in the tree, or it is not this node's object
 		}
-		tmp := workdir.TempName()
-		if err := unix.Linkat(dirfd, name, n.u.workFd, tmp, 0); err != nil {
+		tmp, err := n.u.work.Keep(dirfd, name)
+		if err != nil {
 			return undo, toErrno(err)
 		}
 		c.mu.Lock()
@@ -56,7 +56,7 @@ func (n *node) detachChild(name string, dirfd int) (undo func(), errno syscall.E
 			c.mu.Lock()
 			c.openLocked().hidden = ""
 			c.mu.Unlock()
-			unix.Unlinkat(n.u.workFd, tmp, 0)
+			n.u.work.Drop(tmp)
 		}, 0
 	}
 	c.mu.Lock()
@@ -86,7 +86,7 @@ func (n *node) dropHidden() {
 	}
 	n.mu.Unlock()
 	if h != "" {
-		unix.Unlinkat(n.u.workFd, h, 0)
+		n.u.work.Drop(h)
 	}
 }
 
@@ -114,12 +114,12 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 		return syscall.ESTALE
 	}
 	tmp := workdir.TempName()
-	opt := copyup.Options{WorkFd: n.u.workFd, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
-	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: name, Stat: st}, n.u.workFd, tmp, opt); err != nil {
+	opt := copyup.Options{WorkFd: n.u.work.FD, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr}
+	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: name, Stat: st}, n.u.work.FD, tmp, opt); err != nil {
 		return n.u.copyFailed(top.Path, top.Layer, err)
 	}
-	if err := unix.Fstatat(n.u.workFd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		unix.Unlinkat(n.u.workFd, tmp, 0)
+	if err := unix.Fstatat(n.u.work.FD, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		unix.Unlinkat(n.u.work.FD, tmp, 0)
 		return toErrno(err)
 	}
 	n.mu.Lock()

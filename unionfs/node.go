@@ -202,7 +202,7 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 	if h := n.hiddenName(); h != "" {
 		// Its last name is gone; the work directory's link is not one of its names.
 		var st unix.Stat_t
-		if err := unix.Fstatat(n.u.workFd, h, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fstatat(n.u.work.FD, h, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return toErrno(err)
 		}
 		st.Nlink--

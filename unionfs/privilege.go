@@ -64,7 +64,7 @@ func (u *unionFS) formats(p privilege) string {
 	}
 	s := fmt.Sprintf("layerfs: markers %s (%s)", markers, p.why)
 	if u.hasUpper {
-		if canMakeWhiteouts(u.workFd) {
+		if canMakeWhiteouts(u.work.FD) {
 			s += "; whiteouts: character devices 0/0"
 		} else {
 			s += "; whiteouts: .wh.<name> files (mknod of 0/0 refused here)"

@@ -115,7 +115,7 @@ func (u *unionFS) checkLayers() {
 			}
 		}
 	}
-	if u.workFd >= 0 && removed(u.workFd) {
+	if u.work.FD >= 0 && removed(u.work.FD) {
 		if _, said := u.problems.gone.LoadOrStore(len(u.Layers), true); !said {
 			u.problem("", "work directory %s/%s was removed while mounted: copy-ups, whiteouts and new directories fail until the mount is made again", u.cfg.Work, workdir.Name)
 		}

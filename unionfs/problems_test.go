@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/layerfs/layerfs/unionfs/workdir"
 )
 
 // TestProblemRateLimit: a storm writes problemBurst lines, then one a second, and the next
@@ -35,7 +37,7 @@ func TestProblemRateLimit(t *testing.T) {
 func TestProblemRouting(t *testing.T) {
 	var log, debug bytes.Buffer
 	var events []Event
-	u := &unionFS{cfg: Config{Log: &log, DebugLog: &debug, Trace: func(e Event) { events = append(events, e) }}, workFd: -1}
+	u := &unionFS{cfg: Config{Log: &log, DebugLog: &debug, Trace: func(e Event) { events = append(events, e) }}, work: workdir.Dir{FD: -1}}
 	u.problem("d/f", "copy-up of /%s failed: %v", "d/f", "no space left on device")
 	want := "copy-up of /d/f failed: no space left on device"
 	if log.String() != want+"\n" {

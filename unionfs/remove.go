@@ -176,7 +176,7 @@ func (n *node) remove(ctx context.Context, name string, res *merge.Resolution, i
 // replaceWithWhiteout swaps the upper object at name for a whiteout in one step, so the lower
 // object never shows through, then removes the old object from the work directory.
 func (n *node) replaceWithWhiteout(dirfd int, name string, isDir bool) error {
-	w := n.u.workFd
+	w := n.u.work.FD
 	tmp := workdir.TempName()
 	if err := whiteout.MakeWhiteoutAt(w, tmp); err != nil {
 		if !errors.Is(err, unix.EPERM) {
@@ -215,9 +215,5 @@ func (n *node) removeDir(dirfd int, name string) error {
 	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
 		return err
 	}
-	tmp := workdir.TempName()
-	if err := unix.Renameat(dirfd, name, n.u.workFd, tmp); err != nil {
-		return err
-	}
-	return workdir.RemoveAll(n.u.workFd, tmp)
+	return n.u.work.Discard(dirfd, name)
 }

@@ -29,7 +29,7 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	dir, name := merge.SplitPath(n.path())
 	var d merge.DirFD
 	if h := n.hiddenName(); h != "" {
-		d, name = merge.DirFD{FD: n.u.workFd}, h // an open file whose last name is gone (hide.go)
+		d, name = merge.DirFD{FD: n.u.work.FD}, h // an open file whose last name is gone (hide.go)
 	} else {
 		var err error
 		if d, err = n.u.upper().OpenDir(dir); err != nil {

@@ -18,8 +18,8 @@ type unionFS struct {
 	// Numbering gives merged inode numbers and link counts: with OverrideType, unionFS is
 	// the Stack's Identity.
 	merge.Numbering
-	// workFd is workdir/work, where objects are built before they appear in the upper.
-	workFd int
+	// work is workdir/work, where objects are built before they appear in the upper.
+	work workdir.Dir
 	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
 	kindex   kernelIndex
 	kindexFd int
@@ -40,7 +40,7 @@ type unionFS struct {
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg, workFd: -1, kindexFd: -1, selinux: selinuxEnabled()}
+	u := &unionFS{cfg: cfg, work: workdir.Dir{FD: -1}, kindexFd: -1, selinux: selinuxEnabled()}
 	u.Identity = u
 	u.Prefix = u.xattrPrefix()
 	u.FollowRedirects = cfg.RedirectDir != RedirectNoFollow
@@ -77,12 +77,12 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 			return nil, err
 		}
 		u.lockFds = locks
-		fd, err := workdir.Open(cfg.Work)
+		w, err := workdir.Open(cfg.Work)
 		if err != nil {
 			u.close()
 			return nil, err
 		}
-		u.workFd = fd
+		u.work = w
 		u.kindex, u.kindexFd = readKernelIndex(cfg.Work)
 	}
 	return u, nil
@@ -92,7 +92,7 @@ func (u *unionFS) close() {
 	for _, l := range u.Layers {
 		l.Close()
 	}
-	for _, fd := range []*int{&u.workFd, &u.kindexFd} {
+	for _, fd := range []*int{&u.work.FD, &u.kindexFd} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1

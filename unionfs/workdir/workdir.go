@@ -19,10 +19,41 @@ import (
 // and workdir cleans what a crash may leave, and so do we.
 const Name = "work"
 
+// Dir is an open work directory, workdir/work. Objects are built in FD under a TempName and
+// renamed into the upper from there.
+type Dir struct {
+	FD int // -1 when the stack has none (read-only)
+}
+
+// Discard moves entry name of dirfd into the work directory, so it is gone from its place in
+// one step, then removes it and everything below it there.
+func (d Dir) Discard(dirfd int, name string) error {
+	tmp := TempName()
+	if err := unix.Renameat(dirfd, name, d.FD, tmp); err != nil {
+		return err
+	}
+	return RemoveAll(d.FD, tmp)
+}
+
+// Keep gives the object at name of dirfd a second name in the work directory, which keeps it
+// and its data after its last name elsewhere goes; Drop removes that name again.
+func (d Dir) Keep(dirfd int, name string) (string, error) {
+	tmp := TempName()
+	return tmp, unix.Linkat(dirfd, name, d.FD, tmp, 0)
+}
+
+// Drop removes name, made by Keep or under a TempName, from the work directory.
+func (d Dir) Drop(name string) { unix.Unlinkat(d.FD, name, 0) }
+
 // Open opens (creating it if needed) workdir/work and removes whatever a previous mount
 // left in it: a crash between building an object and renaming it into place leaves a temporary
 // object there, never in the upper.
-func Open(workdir string) (int, error) {
+func Open(workdir string) (Dir, error) {
+	fd, err := open(workdir)
+	return Dir{FD: fd}, err
+}
+
+func open(workdir string) (int, error) {
 	root, err := unix.Open(workdir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open workdir %s: %w", workdir, err)
