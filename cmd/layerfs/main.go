@@ -67,6 +67,7 @@ Usage:
   layerfs demo [--step] [--html DIR]
   layerfs inspect [--json|--svg|--html] -o lowerdir=LOWER1:LOWER2[,upperdir=UPPER] [PATH]
   layerfs watch [--json] MOUNTPOINT
+  layerfs image unpack|mount|export …      (OCI images; see layerfs image --help)
   layerfs --version
 
 Lowers are listed topmost first, as for the kernel's overlayfs. Without an upper directory
@@ -133,6 +134,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) > 0 && args[0] == "watch" {
 		return runWatch(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "image" {
+		return runImage(args[1:], stdout, stderr)
 	}
 	flags := flag.NewFlagSet("layerfs", flag.ContinueOnError)
 	flags.SetOutput(stderr)

@@ -1,0 +1,377 @@
+package image
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/layerfs/layerfs/whiteout"
+	digest "github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+)
+
+// Compression is how Export compresses the layer.
+type Compression int
+
+// The compressions a layer may have (OCI media types tar, tar+gzip, tar+zstd).
+const (
+	Uncompressed Compression = iota
+	Gzip
+	Zstd
+)
+
+// MediaType is the OCI media type of a layer with this compression.
+func (c Compression) MediaType() string {
+	switch c {
+	case Gzip:
+		return specs.MediaTypeImageLayerGzip
+	case Zstd:
+		return specs.MediaTypeImageLayerZstd
+	}
+	return specs.MediaTypeImageLayer
+}
+
+// Exported describes a layer Export wrote.
+type Exported struct {
+	Digest    digest.Digest // of the file as written
+	DiffID    digest.Digest // of the uncompressed tar
+	Size      int64
+	MediaType string
+}
+
+// Export writes upper (a layerfs or kernel overlayfs upper directory) to file as an OCI
+// layer: whiteouts of every format become ".wh.NAME" entries, opaque directories get
+// ".wh..wh..opq", hard links stay links, owners and modes kept in an override attribute are
+// written as the view shows them, and the overlay's and layerfs's private attributes are left
+// out. A directory moved with redirect_dir=on cannot be written (its lower contents are not
+// in the upper, and a layer cannot say they moved): Export fails naming it.
+func Export(upper, file string, c Compression) (Exported, error) {
+	var ex Exported
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".layerfs-export-")
+	if err != nil {
+		return ex, err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	blob := digest.SHA256.Digester()
+	counted := &countWriter{w: io.MultiWriter(tmp, blob.Hash())}
+	var zw io.WriteCloser
+	switch c {
+	case Gzip:
+		zw = gzip.NewWriter(counted)
+	case Zstd:
+		if zw, err = zstd.NewWriter(counted); err != nil {
+			return ex, err
+		}
+	default:
+		zw = nopCloser{counted}
+	}
+	diff := digest.SHA256.Digester()
+	tw := tar.NewWriter(io.MultiWriter(zw, diff.Hash()))
+	w := &exporter{tw: tw, links: map[[2]uint64]string{}, buf: make([]byte, 1<<20)}
+	root, err := unix.Open(upper, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ex, fmt.Errorf("upper %s: %w", upper, err)
+	}
+	defer unix.Close(root)
+	if err := w.dir(root, ""); err != nil {
+		return ex, err
+	}
+	if err := tw.Close(); err != nil {
+		return ex, err
+	}
+	if err := zw.Close(); err != nil {
+		return ex, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return ex, err
+	}
+	if err := os.Rename(tmp.Name(), file); err != nil {
+		return ex, err
+	}
+	return Exported{Digest: blob.Digest(), DiffID: diff.Digest(), Size: counted.n, MediaType: c.MediaType()}, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+type exporter struct {
+	tw    *tar.Writer
+	links map[[2]uint64]string // dev, ino of a hard-linked object -> its first name
+	buf   []byte
+}
+
+// dir writes the entries of directory rel (open as fd), sorted, each directory before what
+// it holds.
+func (w *exporter) dir(fd int, rel string) error {
+	names, err := readNames(fd)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", rel, err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if err := w.entry(fd, rel, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readNames(fd int) ([]string, error) {
+	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+func (w *exporter) entry(dirfd int, rel, name string) error {
+	p := name
+	if rel != "" {
+		p = rel + "/" + name
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	attrs, err := xattrsOf(dirfd, name)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	mtime := time.Unix(st.Mtim.Unix())
+	wh := func(n string) error {
+		return w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, ModTime: mtime, Format: tar.FormatPAX})
+	}
+	// Markers first: they become OCI whiteouts.
+	switch {
+	case whiteout.IsWhiteoutDev(&st):
+		return wh(dirOf(rel) + whiteout.Prefix + name)
+	case whiteout.IsMarkerName(name):
+		return wh(p) // already an AUFS/OCI marker (".wh.NAME", ".wh..wh..opq")
+	case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasOverlayAttr(attrs, whiteout.WhiteoutAttr):
+		return wh(dirOf(rel) + whiteout.Prefix + name)
+	}
+	if hasOverlayAttr(attrs, "metacopy") {
+		return fmt.Errorf("%s: a metacopy upper file (its data is in a lower layer): export needs the data copied up", p)
+	}
+	h := &tar.Header{Name: p, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid),
+		ModTime: mtime, Format: tar.FormatPAX}
+	for n, v := range attrs {
+		if whiteout.IsPrivateXattr(n) || n == overrideAttr || strings.HasSuffix(n, ".override_stat") {
+			continue
+		}
+		if h.PAXRecords == nil {
+			h.PAXRecords = map[string]string{}
+		}
+		h.PAXRecords["SCHILY.xattr."+n] = v
+	}
+	typ := st.Mode & unix.S_IFMT
+	rdev := st.Rdev
+	if o, ok := attrs[overrideAttr]; ok {
+		if err := applyOverride(h, o, &typ, &rdev); err != nil {
+			return fmt.Errorf("%s: %s: %w", p, overrideAttr, err)
+		}
+	}
+	if typ != unix.S_IFDIR && st.Nlink > 1 {
+		key := [2]uint64{st.Dev, st.Ino}
+		if first, ok := w.links[key]; ok {
+			// With the object's owner and mode, as docker and podman write links: their
+			// unpackers apply a link's header to the object.
+			h.Typeflag, h.Linkname = tar.TypeLink, first
+			return w.tw.WriteHeader(h)
+		}
+		w.links[key] = p
+	}
+	switch typ {
+	case unix.S_IFDIR:
+		if hasOverlayAttr(attrs, whiteout.RedirectAttr) {
+			return fmt.Errorf("%s: a directory moved with redirect_dir=on (its lower contents are not in the upper); an OCI layer cannot say where it moved", p)
+		}
+		h.Typeflag, h.Name = tar.TypeDir, p+"/"
+		if err := w.tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if v, _ := overlayAttr(attrs, whiteout.OpaqueAttr); v == "y" {
+			if err := wh(p + "/" + whiteout.OpaqueFile); err != nil {
+				return err
+			}
+		}
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		defer unix.Close(fd)
+		return w.dir(fd, p)
+	case unix.S_IFREG:
+		h.Typeflag, h.Size = tar.TypeReg, st.Size
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			h.Size = 0
+		}
+		if err := w.tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if h.Size == 0 {
+			return nil
+		}
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		f := os.NewFile(uintptr(fd), p)
+		defer f.Close()
+		n, err := io.CopyBuffer(w.tw, io.LimitReader(f, h.Size), w.buf)
+		if err == nil && n != h.Size {
+			err = fmt.Errorf("changed while exported (%d of %d bytes)", n, h.Size)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
+	case unix.S_IFLNK:
+		buf := make([]byte, unix.PathMax)
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		h.Typeflag, h.Linkname = tar.TypeSymlink, string(buf[:n])
+	case unix.S_IFCHR, unix.S_IFBLK:
+		h.Typeflag = tar.TypeChar
+		if typ == unix.S_IFBLK {
+			h.Typeflag = tar.TypeBlock
+		}
+		h.Devmajor, h.Devminor = int64(unix.Major(rdev)), int64(unix.Minor(rdev))
+	case unix.S_IFIFO:
+		h.Typeflag = tar.TypeFifo
+	case unix.S_IFSOCK:
+		return nil // sockets are not kept in layers (tar cannot hold them)
+	}
+	return w.tw.WriteHeader(h)
+}
+
+func dirOf(rel string) string {
+	if rel == "" {
+		return ""
+	}
+	return rel + "/"
+}
+
+// applyOverride writes the owner, mode and type an override attribute gives.
+func applyOverride(h *tar.Header, v string, typ *uint32, rdev *uint64) error {
+	f := strings.Split(strings.TrimRight(v, "\x00\n"), ":")
+	if len(f) != 3 && len(f) != 4 {
+		return errors.New("malformed")
+	}
+	uid, err1 := strconv.Atoi(f[0])
+	gid, err2 := strconv.Atoi(f[1])
+	mode, err3 := strconv.ParseUint(f[2], 8, 32)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return errors.New("malformed")
+	}
+	h.Uid, h.Gid, h.Mode = uid, gid, int64(mode&0o7777)
+	if len(f) == 4 {
+		switch t := f[3]; {
+		case t == "file":
+			*typ = unix.S_IFREG
+		case t == "dir":
+			*typ = unix.S_IFDIR
+		case t == "symlink":
+			*typ = unix.S_IFLNK
+		case t == "pipe":
+			*typ = unix.S_IFIFO
+		case t == "socket":
+			*typ = unix.S_IFSOCK
+		case strings.HasPrefix(t, "char-") || strings.HasPrefix(t, "block-"):
+			kind, nums, _ := strings.Cut(t, "-")
+			ma, mi, _ := strings.Cut(nums, "-")
+			a, e1 := strconv.ParseUint(ma, 10, 32)
+			b, e2 := strconv.ParseUint(mi, 10, 32)
+			if e1 != nil || e2 != nil {
+				return errors.New("malformed device")
+			}
+			*typ, *rdev = unix.S_IFCHR, unix.Mkdev(uint32(a), uint32(b))
+			if kind == "block" {
+				*typ = unix.S_IFBLK
+			}
+		default:
+			return errors.New("unknown type " + t)
+		}
+	}
+	return nil
+}
+
+// xattrsOf reads every extended attribute of name in dirfd.
+func xattrsOf(dirfd int, name string) (map[string]string, error) {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+	buf := make([]byte, 4096)
+	n, err := unix.Llistxattr(p, buf)
+	if errors.Is(err, unix.ERANGE) {
+		sz, _ := unix.Llistxattr(p, nil)
+		buf = make([]byte, sz)
+		n, err = unix.Llistxattr(p, buf)
+	}
+	if errors.Is(err, unix.ENOTSUP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, a := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		if a == "" {
+			continue
+		}
+		v := make([]byte, 256)
+		sz, err := unix.Lgetxattr(p, a, v)
+		if errors.Is(err, unix.ERANGE) {
+			sz, _ = unix.Lgetxattr(p, a, nil)
+			v = make([]byte, sz)
+			sz, err = unix.Lgetxattr(p, a, v)
+		}
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("attribute %s: %w", a, err)
+		}
+		out[a] = string(v[:sz])
+	}
+	return out, nil
+}
+
+// overlayAttr is the overlay attribute short (trusted.overlay.SHORT, else user.overlay.SHORT).
+func overlayAttr(attrs map[string]string, short string) (string, bool) {
+	if v, ok := attrs[whiteout.TrustedPrefix+short]; ok {
+		return v, true
+	}
+	v, ok := attrs[whiteout.UserPrefix+short]
+	return v, ok
+}
+
+func hasOverlayAttr(attrs map[string]string, short string) bool {
+	_, ok := overlayAttr(attrs, short)
+	return ok
+}
