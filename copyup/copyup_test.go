@@ -162,8 +162,14 @@ func TestHolesKept(t *testing.T) {
 // EEXIST and leaves nothing in the work directory or at the destination.
 func TestExistingDestinationLeavesNothing(t *testing.T) {
 	f := newFixture(t)
-	os.WriteFile(filepath.Join(f.src, "f"), []byte("new"), 0o644)
-	os.WriteFile(filepath.Join(f.dst, "f"), []byte("old"), 0o644)
+	for _, err := range []error{
+		os.WriteFile(filepath.Join(f.src, "f"), []byte("new"), 0o644),
+		os.WriteFile(filepath.Join(f.dst, "f"), []byte("old"), 0o644),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	err := Object(f.source(t, "f"), f.dstFd, "f", Options{WorkFd: f.workFd})
 	if !errors.Is(err, unix.EEXIST) {
 		t.Errorf("copy over an existing name: %v, want EEXIST", err)

@@ -368,7 +368,7 @@ func TestNoDescriptorPerInode(t *testing.T) {
 func TestLogReaderGone(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	builder{t, st.Lowers[0]}.file("a", "lower a", 0o644)
 	mnt := mkdir(t, root, "mnt")
 	r, w, err := os.Pipe()

@@ -223,7 +223,7 @@ func (r *divergences) add(what string) {
 
 // trees compares two trees with cmp and records the differences, if any, as one divergence.
 func (r *divergences) trees(what string, cmp func(testing.TB, tree, tree), a, b tree) {
-	rec := &recorder{}
+	rec := &recorder{TB: r.t}
 	cmp(rec, a, b)
 	if len(rec.msgs) > 0 {
 		r.add(what + ":\n" + strings.Join(rec.msgs, "\n"))
@@ -238,7 +238,8 @@ func (r *divergences) report() {
 		r.seed, len(r.found), strings.Join(r.found, "\n\n"), r.repro)
 }
 
-// recorder is a testing.TB that keeps what a comparison reports instead of failing.
+// recorder is a testing.TB that keeps what a comparison reports instead of failing; what it
+// does not override goes to the test it records for.
 type recorder struct {
 	testing.TB
 	msgs []string

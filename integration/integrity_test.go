@@ -68,7 +68,7 @@ func dataIntegrity(t *testing.T, args []string, rwFirst bool) {
 		seed = v
 	}
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	r := &fsxRun{t: t, rnd: rand.New(rand.NewSource(seed)), mnt: mkdir(t, root, "mnt"), rwFirst: rwFirst}
 	lowerSums := map[string][32]byte{}
 	for _, f := range []struct {

@@ -21,6 +21,13 @@ type stack struct {
 	Work   string
 }
 
+// newStack makes the usual stack below root: one lower, an upper and a work directory,
+// named lower, upper and work.
+func newStack(t testing.TB, root string) stack {
+	t.Helper()
+	return stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+}
+
 func (s stack) options() string {
 	o := "lowerdir=" + strings.Join(s.Lowers, ":")
 	if s.Upper != "" {

@@ -25,7 +25,7 @@ import (
 func TestPassthrough(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	big := make([]byte, 4<<20)
 	rand.New(rand.NewSource(1)).Read(big)
 	b := builder{t, st.Lowers[0]}
@@ -191,7 +191,7 @@ func TestSetIDWriteNotPassthrough(t *testing.T) {
 	root := t.TempDir()
 	must(t, os.Chmod(root, 0o755))
 	must(t, os.Chmod(filepath.Dir(root), 0o755))
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	up := builder{t, st.Upper}
 	up.file("suid", "data"+strings.Repeat("\x00", 2<<20), 0o777)
 	up.chmod("suid", 0o4777)

@@ -57,7 +57,7 @@ func TestLocks(t *testing.T) {
 	for _, side := range []string{"kernel", "nopassthrough", "noopen"} {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
-			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			st := newStack(t, root)
 			builder{t, st.Lowers[0]}.file("f", "data", 0o644)
 			mnt := mkdir(t, root, "mnt")
 			mountSide(t, side, st, mnt)

@@ -23,14 +23,16 @@ import (
 func TestCrashDuringCopyUp(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	big := bytes.Repeat([]byte("0123456789abcdef"), 32<<20/16) // 32 MiB of data, no holes
 	must(t, os.WriteFile(filepath.Join(st.Lowers[0], "big"), big, 0o644))
 	lowerSum := sha256.Sum256(big)
 	mnt := mkdir(t, root, "mnt")
 
+	// At least 20 attempts, and more (up to 60) until a kill has landed mid-copy: without
+	// one the test would not have tested a crash during copy-up.
 	var oldSeen, newSeen, midCopy int
-	for attempt := 0; attempt < 20; attempt++ {
+	for attempt := 0; attempt < 20 || midCopy == 0 && attempt < 60; attempt++ {
 		cmd := exec.Command(bin, "-f", "-o", st.options()+",volatile"+killableTransport, mnt)
 		must(t, cmd.Start())
 		done := make(chan error, 1)
@@ -81,6 +83,9 @@ func TestCrashDuringCopyUp(t *testing.T) {
 		must(t, os.Mkdir(st.Upper, 0o755))
 	}
 	t.Logf("after the crashes: %d times the old contents, %d times the new; %d killed mid-copy", oldSeen, newSeen, midCopy)
+	if midCopy == 0 {
+		t.Errorf("no kill landed while a copy was under construction (%d times the old contents, %d the new): a crash during copy-up was not tested", oldSeen, newSeen)
+	}
 	lower, err := os.ReadFile(filepath.Join(st.Lowers[0], "big"))
 	must(t, err)
 	if sha256.Sum256(lower) != lowerSum {
@@ -147,7 +152,7 @@ func TestUpperFull(t *testing.T) {
 func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	lower := builder{t, st.Lowers[0]}
 	const n = 200
 	for i := 0; i < n; i++ {
@@ -209,7 +214,7 @@ func TestCrashDuringRenamesAndRmdir(t *testing.T) {
 func TestNoEscapeThroughChangedLayer(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	outside := mkdir(t, root, "outside")
 	must(t, os.WriteFile(filepath.Join(outside, "secret"), []byte("secret"), 0o600))
 	lower := builder{t, st.Lowers[0]}

@@ -71,7 +71,7 @@ func TestWritesAskNoCapability(t *testing.T) {
 	for _, side := range []string{testedName(), "nopassthrough"} {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
-			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			st := newStack(t, root)
 			mnt := mkdir(t, root, "mnt")
 			var extra []string
 			if side == "nopassthrough" {
@@ -152,7 +152,7 @@ const n = 5
 func TestRequestCounts(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	b := builder{t, st.Lowers[0]}
 	for i := range 3 * n {
 		b.file("d/lower"+strconv.Itoa(i), "lower data", 0o644)
@@ -201,7 +201,7 @@ func TestTransport(t *testing.T) {
 	for _, opt := range []string{"", "on", "off"} {
 		t.Run("io_uring="+opt, func(t *testing.T) {
 			root := t.TempDir()
-			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			st := newStack(t, root)
 			builder{t, st.Lowers[0]}.file("f", "lower data", 0o644)
 			mnt := mkdir(t, root, "mnt")
 			var extra []string
@@ -251,7 +251,7 @@ func TestTransportFallback(t *testing.T) {
 		skipTest(t, "the kernel does not offer FUSE over io_uring now; make test's io_uring pass switches it on")
 	}
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	builder{t, st.Lowers[0]}.file("f", "lower data", 0o644)
 	mnt := mkdir(t, root, "mnt")
 	logPath := filepath.Join(root, "debug.log")

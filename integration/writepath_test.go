@@ -18,7 +18,7 @@ import (
 func mountWritable(t *testing.T, fill func(b builder), extra ...string) (string, stack) {
 	t.Helper()
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	b := builder{t, st.Lowers[0]}
 	fill(b)
 	b.settle()
@@ -251,7 +251,7 @@ func TestOpenFileOutlivesItsName(t *testing.T) {
 	for _, side := range mountSides() {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
-			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			st := newStack(t, root)
 			b := builder{t, st.Lowers[0]}
 			b.file("lower-rm", "lower data\n", 0o644)
 			b.file("lower-over", "old lower\n", 0o644)
@@ -314,7 +314,7 @@ func TestWriteToRemovedLowerFile(t *testing.T) {
 	for _, side := range mountSides() {
 		t.Run(side, func(t *testing.T) {
 			root := t.TempDir()
-			st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+			st := newStack(t, root)
 			builder{t, st.Lowers[0]}.file("f", "lower\n", 0o644)
 			mnt := mkdir(t, root, "mnt")
 			mountSide(t, side, st, mnt)
@@ -376,7 +376,7 @@ func waitWorkEmpty(t *testing.T, workdir string) {
 func TestNoOpenCopiesUpAtFirstWrite(t *testing.T) {
 	needMounts(t)
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	b := builder{t, st.Lowers[0]}
 	b.file("first", "1\n", 0o644)
 	b.file("f", "lower\n", 0o644)

@@ -20,7 +20,7 @@ func TestSELinuxLabelsWithoutSELinux(t *testing.T) {
 		skipTest(t, "this host runs SELinux; CI machines do not")
 	}
 	root := t.TempDir()
-	st := stack{Lowers: []string{mkdir(t, root, "lower")}, Upper: mkdir(t, root, "upper"), Work: mkdir(t, root, "work")}
+	st := newStack(t, root)
 	b := builder{t, st.Lowers[0]}
 	b.file("plain", "x", 0o644)
 	b.file("labeled", "x", 0o644)

@@ -17,9 +17,15 @@ func TestRemoveAll(t *testing.T) {
 	if err := os.WriteFile(keep, []byte("k"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(dir, "x/y/z"), 0o755)
-	os.WriteFile(filepath.Join(dir, "x/y/file"), nil, 0o644)
-	os.Symlink(outside, filepath.Join(dir, "x/escape"))
+	for _, err := range []error{
+		os.MkdirAll(filepath.Join(dir, "x/y/z"), 0o755),
+		os.WriteFile(filepath.Join(dir, "x/y/file"), nil, 0o644),
+		os.Symlink(outside, filepath.Join(dir, "x/escape")),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		t.Fatal(err)
