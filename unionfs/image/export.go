@@ -14,6 +14,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/whiteout"
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -126,7 +127,7 @@ type exporter struct {
 // dir writes the entries of directory rel (open as fd), sorted, each directory before what
 // it holds.
 func (w *exporter) dir(fd int, rel string) error {
-	names, err := readNames(fd)
+	names, err := workdir.ReadNames(fd)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", rel, err)
 	}
@@ -137,16 +138,6 @@ func (w *exporter) dir(fd int, rel string) error {
 		}
 	}
 	return nil
-}
-
-func readNames(fd int) ([]string, error) {
-	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	f := os.NewFile(uintptr(dup), "dir")
-	defer f.Close()
-	return f.Readdirnames(-1)
 }
 
 func (w *exporter) entry(dirfd int, rel, name string) error {
