@@ -5,9 +5,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // mountLayerfsDebug mounts st on mnt with --debug, the trace going to a file whose path it
@@ -208,10 +210,14 @@ func TestTransport(t *testing.T) {
 			if opt != "" {
 				extra = []string{"-o", "io_uring=" + opt}
 			}
+			procs := "1" // over /dev/fuse, unless -o gomaxprocs= says otherwise
+			if opt == "off" {
+				extra, procs = append(extra, "-o", "gomaxprocs=2"), "2"
+			}
 			logPath := mountLayerfsDebug(t, st, mnt, extra...)
 			want := "transport: /dev/fuse"
 			if uringEnabled() && (opt == "on" || opt == "" && os.Getenv("LAYERFS_IO_URING") == "on") {
-				want = "transport: io_uring"
+				want, procs = "transport: io_uring", strconv.Itoa(runtime.NumCPU())
 			}
 			data, err := os.ReadFile(logPath)
 			must(t, err)
@@ -234,8 +240,33 @@ func TestTransport(t *testing.T) {
 			if counts["OPEN"] == 0 {
 				t.Errorf("no OPEN between the marks: %v", counts)
 			}
+			// The server says how many CPUs its Go code runs on once it serves.
+			line := "layerfs: Go processors: " + procs + "\n"
+			for deadline := time.Now().Add(5 * time.Second); ; {
+				data, err := os.ReadFile(logPath)
+				must(t, err)
+				if strings.Contains(string(data), line) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("--debug does not say %q:\n%s", line, grepLines(string(data), "processors"))
+					break
+				}
+				time.Sleep(10 * time.Millisecond) // polls the log for a line, not a mount
+			}
 		})
 	}
+}
+
+// grepLines are the lines of s that hold word.
+func grepLines(s, word string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, word) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func firstLines(s string, n int) string {

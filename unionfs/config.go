@@ -47,6 +47,10 @@ type Config struct {
 	Log io.Writer
 	// MountOptions are passed to the kernel as they are (nodev, nosuid, noexec, ...).
 	MountOptions []string
+	// Procs is how many Go processors (GOMAXPROCS) the server runs its code on; 0 leaves it
+	// to the command: one over /dev/fuse, every CPU over io_uring. Package unionfs does not
+	// read it: it is the serving process's setting, carried with the mount's options.
+	Procs int
 	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
 	FsName string
 	// Subtype is the mount's type after "fuse." (libfuse's subtype=); default "layerfs".

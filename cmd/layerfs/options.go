@@ -107,6 +107,12 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.Upper = unescape(val)
 		case "workdir":
 			cfg.Work = unescape(val)
+		case "gomaxprocs":
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > 1024 {
+				return fmt.Errorf("option gomaxprocs=%q: want a number of processors from 1", val)
+			}
+			cfg.Procs = n
 		case "fsname":
 			cfg.FsName = val
 		case "subtype":

@@ -83,7 +83,7 @@ func serveForeground(mountpoint string, cfg unionfs.Config, stderr io.Writer) in
 	if ev != nil {
 		defer ev.close()
 	}
-	return serve(srv, stderr, sigs)
+	return serve(srv, cfg, stderr, sigs)
 }
 
 // catchSignals starts catching SIGINT, SIGTERM and SIGHUP before the mount is made: one that
@@ -99,7 +99,7 @@ func catchSignals() chan os.Signal {
 }
 
 // serve serves srv until it is unmounted; a signal on sigs unmounts it.
-func serve(srv *unionfs.Server, stderr io.Writer, sigs chan os.Signal) int {
+func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan os.Signal) int {
 	// A walk of a large tree makes a node per entry the kernel remembers; collecting sooner
 	// keeps the server's memory near what it holds rather than twice that, for a little CPU.
 	if os.Getenv("GOGC") == "" {
@@ -111,8 +111,15 @@ func serve(srv *unionfs.Server, stderr io.Writer, sigs chan os.Signal) int {
 	// caller's next request pays for it: an open+close took 40 µs with two Ps here and 20
 	// with one, a getxattr 25–28 and 20 (README, Performance). System calls that block still
 	// run beside it. The io_uring queues each hold a CPU of their own and keep every P.
-	if os.Getenv("GOMAXPROCS") == "" && !srv.OverIOUring() {
+	// Parallel and cold walks lose by it (README, Performance): -o gomaxprocs=N decides.
+	switch {
+	case cfg.Procs > 0:
+		runtime.GOMAXPROCS(cfg.Procs)
+	case os.Getenv("GOMAXPROCS") == "" && !srv.OverIOUring():
 		runtime.GOMAXPROCS(1)
+	}
+	if cfg.Debug && cfg.DebugLog != nil {
+		fmt.Fprintf(cfg.DebugLog, "layerfs: Go processors: %d\n", runtime.GOMAXPROCS(0))
 	}
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
 	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
@@ -258,5 +265,5 @@ func runDaemon(fdStr string, mountpoint string, cfg unionfs.Config) int {
 	fmt.Fprintln(report, "ok")
 	report.Close()
 	os.Chdir("/")
-	return serve(srv, os.Stderr, sigs)
+	return serve(srv, cfg, os.Stderr, sigs)
 }
