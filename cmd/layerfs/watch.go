@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -118,6 +120,7 @@ func listenEvents(mnt string, cfg unionfs.Config) (*events, error) {
 		return nil, err
 	}
 	os.Remove(path)
+	removeStaleSockets(filepath.Dir(path))
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, err
@@ -126,6 +129,29 @@ func listenEvents(mnt string, cfg unionfs.Config) (*events, error) {
 	e := &events{hello: append(line, '\n'), ln: ln, path: path, conns: map[chan []byte]bool{}}
 	go e.accept()
 	return e, nil
+}
+
+// removeStaleSockets removes the sockets of dir that no server listens on any more: a server
+// that was killed could not remove its own, and mountpoints of temporary directories are not
+// used again.
+func removeStaleSockets(dir string) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.sock"))
+	if err != nil {
+		return
+	}
+	for _, p := range names {
+		if fi, err := os.Lstat(p); err != nil || fi.Mode()&fs.ModeSocket == 0 {
+			continue
+		}
+		c, err := net.DialTimeout("unix", p, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(p)
+		}
+	}
 }
 
 func (e *events) accept() {
