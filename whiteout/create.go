@@ -30,8 +30,8 @@ func MakeWhiteoutAt(dirfd int, name string) error {
 	return unix.Mknodat(dirfd, name, unix.S_IFCHR|0o000, 0)
 }
 
-// SetOpaque marks entry name of directory dirfd (a directory) opaque with the attribute of the
-// given prefix (TrustedPrefix or UserPrefix).
+// SetOpaque marks entry name of directory dirfd (a directory; "" for dirfd itself) opaque with
+// the attribute of the given prefix (TrustedPrefix or UserPrefix).
 func SetOpaque(dirfd int, name, prefix string) error {
-	return unix.Lsetxattr(xattrs.Path(dirfd, name), prefix+OpaqueAttr, []byte("y"), 0)
+	return xattrs.For(name).Set(xattrs.Path(dirfd, name), prefix+OpaqueAttr, []byte("y"), 0)
 }

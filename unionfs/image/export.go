@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/layerfs/layerfs/unionfs/workdir"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go/v1"
@@ -157,16 +158,21 @@ func (w *exporter) entry(dirfd int, rel, name string) error {
 	wh := func(n string) error {
 		return w.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, ModTime: mtime, Format: tar.FormatPAX})
 	}
-	// Markers first: they become OCI whiteouts.
-	switch {
-	case whiteout.IsWhiteoutDev(&st):
-		return wh(dirOf(rel) + whiteout.Prefix + name)
-	case whiteout.IsMarkerName(name):
-		return wh(p) // already an AUFS/OCI marker (".wh.NAME", ".wh..wh..opq")
-	case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 && hasOverlayAttr(attrs, whiteout.WhiteoutAttr):
+	// Markers first: they become OCI whiteouts. The classifier decides what is one (an
+	// upper written by hand or by another tool may hold xattr whiteouts too).
+	if name == whiteout.OpaqueFile {
+		return nil // written with its directory, from the directory's DirInfo
+	}
+	if whiteout.IsMarkerName(name) {
+		return wh(p) // already an AUFS/OCI whiteout, ".wh.NAME"
+	}
+	if e, err := whiteout.ClassifyStat(dirfd, name, &st, whiteout.Rule{Xattr: true}); err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	} else if e.Kind == whiteout.Whiteout {
 		return wh(dirOf(rel) + whiteout.Prefix + name)
 	}
-	if hasOverlayAttr(attrs, "metacopy") {
+	_, kernelMeta := attrs[whiteout.TrustedPrefix+"metacopy"]
+	if _, userMeta := attrs[whiteout.UserPrefix+"metacopy"]; kernelMeta || userMeta {
 		return fmt.Errorf("%s: a metacopy upper file (its data is in a lower layer): export needs the data copied up", p)
 	}
 	h := &tar.Header{Name: p, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid),
@@ -199,14 +205,18 @@ func (w *exporter) entry(dirfd int, rel, name string) error {
 	}
 	switch typ {
 	case unix.S_IFDIR:
-		if hasOverlayAttr(attrs, whiteout.RedirectAttr) {
+		info, err := whiteout.ReadDirInfo(dirfd, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if info.HasRedirect {
 			return fmt.Errorf("%s: a directory moved with redirect_dir=on (its lower contents are not in the upper); an OCI layer cannot say where it moved", p)
 		}
 		h.Typeflag, h.Name = tar.TypeDir, p+"/"
 		if err := w.tw.WriteHeader(h); err != nil {
 			return err
 		}
-		if v, _ := overlayAttr(attrs, whiteout.OpaqueAttr); v == "y" {
+		if info.Opaque {
 			if err := wh(p + "/" + whiteout.OpaqueFile); err != nil {
 				return err
 			}
@@ -314,55 +324,26 @@ func applyOverride(h *tar.Header, v string, typ *uint32, rdev *uint64) error {
 	return nil
 }
 
-// xattrsOf reads every extended attribute of name in dirfd.
+// xattrsOf reads every extended attribute of entry name of dirfd.
 func xattrsOf(dirfd int, name string) (map[string]string, error) {
-	p := "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
-	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(p, buf)
-	if errors.Is(err, unix.ERANGE) {
-		sz, _ := unix.Llistxattr(p, nil)
-		buf = make([]byte, sz)
-		n, err = unix.Llistxattr(p, buf)
-	}
+	p := xattrs.Path(dirfd, name)
+	names, err := xattrs.List(p, false)
 	if errors.Is(err, unix.ENOTSUP) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
-	for _, a := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		if a == "" {
-			continue
-		}
-		v := make([]byte, 256)
-		sz, err := unix.Lgetxattr(p, a, v)
-		if errors.Is(err, unix.ERANGE) {
-			sz, _ = unix.Lgetxattr(p, a, nil)
-			v = make([]byte, sz)
-			sz, err = unix.Lgetxattr(p, a, v)
-		}
+	out := make(map[string]string, len(names))
+	for _, a := range names {
+		v, err := xattrs.Get(p, a, false)
 		if errors.Is(err, unix.ENODATA) {
-			continue
+			continue // gone in between
 		}
 		if err != nil {
 			return nil, fmt.Errorf("attribute %s: %w", a, err)
 		}
-		out[a] = string(v[:sz])
+		out[a] = string(v)
 	}
 	return out, nil
-}
-
-// overlayAttr is the overlay attribute short (trusted.overlay.SHORT, else user.overlay.SHORT).
-func overlayAttr(attrs map[string]string, short string) (string, bool) {
-	if v, ok := attrs[whiteout.TrustedPrefix+short]; ok {
-		return v, true
-	}
-	v, ok := attrs[whiteout.UserPrefix+short]
-	return v, ok
-}
-
-func hasOverlayAttr(attrs map[string]string, short string) bool {
-	_, ok := overlayAttr(attrs, short)
-	return ok
 }

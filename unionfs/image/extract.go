@@ -8,11 +8,11 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/layerfs/layerfs/unionfs/workdir"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
@@ -285,8 +285,7 @@ func (x *extractor) markOpaque(parent int, name string) error {
 	if x.privileged {
 		prefix = whiteout.TrustedPrefix
 	}
-	// The directory itself, through its descriptor's magic link: followed.
-	if err := unix.Setxattr("/proc/self/fd/"+strconv.Itoa(parent), prefix+whiteout.OpaqueAttr, []byte("y"), 0); err != nil {
+	if err := whiteout.SetOpaque(parent, "", prefix); err != nil {
 		return fmt.Errorf("entry %q: %w", name, err)
 	}
 	return nil
@@ -349,9 +348,9 @@ func (x *extractor) xattrs(parent int, base string, h *tar.Header) error {
 		}
 	}
 	sort.Strings(names)
-	p := "/proc/self/fd/" + strconv.Itoa(parent) + "/" + base
+	p := xattrs.Path(parent, base)
 	for _, n := range names {
-		err := unix.Lsetxattr(p, n, []byte(h.PAXRecords["SCHILY.xattr."+n]), 0)
+		err := xattrs.For(base).Set(p, n, []byte(h.PAXRecords["SCHILY.xattr."+n]), 0)
 		if err == nil {
 			continue
 		}
@@ -368,8 +367,7 @@ func (x *extractor) xattrs(parent int, base string, h *tar.Header) error {
 }
 
 func (x *extractor) setOverride(parent int, base, value string) {
-	p := "/proc/self/fd/" + strconv.Itoa(parent) + "/" + base
-	if err := unix.Lsetxattr(p, overrideAttr, []byte(value), 0); err != nil {
+	if err := xattrs.For(base).Set(xattrs.Path(parent, base), overrideAttr, []byte(value), 0); err != nil {
 		x.dropped++
 		if x.droppedExample == "" {
 			x.droppedExample = overrideAttr + " of " + base
@@ -394,7 +392,7 @@ func (x *extractor) finish() error {
 	if h == nil {
 		h = &tar.Header{Typeflag: tar.TypeDir, Mode: 0o755, ModTime: time.Unix(0, 0)}
 	}
-	p := "/proc/self/fd/" + strconv.Itoa(x.root)
+	p := xattrs.Path(x.root, "")
 	if x.privileged {
 		if err := os.Lchown(p, h.Uid, h.Gid); err != nil {
 			return err
@@ -408,7 +406,7 @@ func (x *extractor) finish() error {
 			return fmt.Errorf("%s on the layer root: %w (the store's filesystem must allow user attributes)", overrideAttr, err)
 		}
 	}
-	if err := x.xattrs(x.root, ".", h); err != nil {
+	if err := x.xattrs(x.root, "", h); err != nil {
 		return err
 	}
 	t := unix.NsecToTimespec(h.ModTime.UnixNano())
