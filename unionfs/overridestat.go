@@ -2,11 +2,10 @@ package unionfs
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/layerfs/layerfs/unionfs/merge"
+	"github.com/layerfs/layerfs/unionfs/override"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -18,108 +17,20 @@ import (
 // when it unpacks a layer without privileges, and fuse-overlayfs reads it. A layer whose root
 // carries the attribute has its objects read that way (fuse-overlayfs's rule); the upper is
 // marked too when a lower layer is, so that objects copied up keep their overrides.
-const OverrideStatXattr = "user.containers.override_stat"
+const OverrideStatXattr = override.Attr
 
 // overrideXattrs are the names fuse-overlayfs reads overrides from, in the order it looks for
 // them on a layer's root; the others are its own (xattr_permissions=1 and 2).
 var overrideXattrs = []string{"security.fuseoverlayfs.override_stat", OverrideStatXattr, "user.fuseoverlayfs.override_stat"}
 
-// overrideStat is a parsed override.
-type overrideStat struct {
-	uid, gid uint32
-	mode     uint32 // permission bits, with set-id and sticky bits
-	typ      uint32 // S_IF* bits; 0 when not given
-	rdev     uint64
-}
-
-// parseOverrideStat reads an attribute value; ok is false when it is malformed.
-func parseOverrideStat(v string) (o overrideStat, ok bool) {
-	f := strings.Split(strings.TrimRight(v, "\x00\n"), ":")
-	if len(f) != 3 && len(f) != 4 {
-		return o, false
-	}
-	uid, err1 := strconv.ParseUint(f[0], 10, 32)
-	gid, err2 := strconv.ParseUint(f[1], 10, 32)
-	mode, err3 := strconv.ParseUint(f[2], 8, 32)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return o, false
-	}
-	o = overrideStat{uid: uint32(uid), gid: uint32(gid), mode: uint32(mode) & 0o7777}
-	if len(f) == 4 {
-		typ, rdev, ok := parseOverrideType(f[3])
-		if !ok {
-			return o, false
-		}
-		o.typ, o.rdev = typ, rdev
-	}
-	return o, true
-}
-
-func parseOverrideType(s string) (uint32, uint64, bool) {
-	switch s {
-	case "file":
-		return unix.S_IFREG, 0, true
-	case "dir":
-		return unix.S_IFDIR, 0, true
-	case "symlink":
-		return unix.S_IFLNK, 0, true
-	case "pipe":
-		return unix.S_IFIFO, 0, true
-	case "socket":
-		return unix.S_IFSOCK, 0, true
-	}
-	kind, nums, _ := strings.Cut(s, "-")
-	maj, min, _ := strings.Cut(nums, "-")
-	ma, err1 := strconv.ParseUint(maj, 10, 32)
-	mi, err2 := strconv.ParseUint(min, 10, 32)
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
-	}
-	switch kind {
-	case "char":
-		return unix.S_IFCHR, unix.Mkdev(uint32(ma), uint32(mi)), true
-	case "block":
-		return unix.S_IFBLK, unix.Mkdev(uint32(ma), uint32(mi)), true
-	}
-	return 0, 0, false
-}
-
-func (o overrideStat) String() string {
-	s := fmt.Sprintf("%d:%d:%04o", o.uid, o.gid, o.mode)
-	switch o.typ {
-	case unix.S_IFCHR:
-		s += fmt.Sprintf(":char-%d-%d", unix.Major(o.rdev), unix.Minor(o.rdev))
-	case unix.S_IFBLK:
-		s += fmt.Sprintf(":block-%d-%d", unix.Major(o.rdev), unix.Minor(o.rdev))
-	case unix.S_IFIFO:
-		s += ":pipe"
-	case unix.S_IFSOCK:
-		s += ":socket"
-	}
-	return s
-}
-
-// apply puts the override into st. A type is taken only where the real object is a regular
-// file standing in for one the layer could not hold (a device, a fifo, a socket).
-func (o overrideStat) apply(st *unix.Stat_t) {
-	st.Uid, st.Gid = o.uid, o.gid
-	typ := st.Mode & unix.S_IFMT
-	if typ == unix.S_IFREG && o.typ != 0 && o.typ != unix.S_IFREG && o.typ != unix.S_IFDIR && o.typ != unix.S_IFLNK {
-		typ = o.typ
-		st.Rdev = o.rdev
-		st.Size = 0
-	}
-	st.Mode = typ | o.mode
-}
-
 // readOverride reads the override attribute attr of entry name of dirfd ("" for dirfd itself).
-func readOverride(dirfd int, name, attr string) (overrideStat, bool) {
+func readOverride(dirfd int, name, attr string) (override.Stat, bool) {
 	buf := make([]byte, 64)
 	sz, err := getAttr(dirfd, name, attr, buf)
 	if err != nil || sz < 0 {
-		return overrideStat{}, false
+		return override.Stat{}, false
 	}
-	return parseOverrideStat(string(buf[:sz]))
+	return override.Parse(string(buf[:sz]))
 }
 
 // overrideAttr applies the override of the object at p, if its layer uses them, to st: what
@@ -136,7 +47,7 @@ func (u *unionFS) overrideAttr(p merge.Part, st *unix.Stat_t) {
 	}
 	defer d.Release()
 	if o, ok := readOverride(d.FD, name, l.OverrideXattr); ok {
-		o.apply(st)
+		o.Apply(st)
 	}
 }
 
@@ -147,10 +58,10 @@ func (u *unionFS) OverrideType(l *merge.Layer, dirfd int, name string) (uint32, 
 		return 0, false
 	}
 	o, ok := readOverride(dirfd, name, l.OverrideXattr)
-	if !ok || o.typ == 0 || o.typ == unix.S_IFREG {
+	if !ok || o.Type == 0 || o.Type == unix.S_IFREG {
 		return 0, false
 	}
-	return o.typ, true
+	return o.Type, true
 }
 
 // initOverrides finds the layers whose root carries an override attribute, before the mount
@@ -199,7 +110,7 @@ func (u *unionFS) markUpper(attr string) error {
 	if err := unix.Fstat(up.FD, &st); err != nil {
 		return err
 	}
-	o := overrideStat{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}
+	o := override.Stat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}
 	if err := setAttr(up.FD, "", attr, []byte(o.String()), 0); err != nil {
 		return fmt.Errorf("mark upper layer %s for %s: %w", up.Path, attr, err)
 	}
@@ -226,17 +137,17 @@ func (u *unionFS) setOwnerMode(dirfd int, name string, modeOK bool, mode uint32,
 			if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return toErrno(err)
 			}
-			ov, ok = overrideStat{uid: st.Uid, gid: st.Gid, mode: st.Mode & 0o7777}, st.Mode&unix.S_IFMT != unix.S_IFLNK
+			ov, ok = override.Stat{Uid: st.Uid, Gid: st.Gid, Mode: st.Mode & 0o7777}, st.Mode&unix.S_IFMT != unix.S_IFLNK
 		}
 		if ok {
 			if modeOK {
-				ov.mode = mode & 0o7777
+				ov.Mode = mode & 0o7777
 			}
 			if uidOK {
-				ov.uid = uid
+				ov.Uid = uid
 			}
 			if gidOK {
-				ov.gid = gid
+				ov.Gid = gid
 			}
 			return toErrno(setAttr(dirfd, name, attr, []byte(ov.String()), 0))
 		}

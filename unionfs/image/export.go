@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/layerfs/layerfs/unionfs/override"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
@@ -178,7 +178,7 @@ func (w *exporter) entry(dirfd int, rel, name string) error {
 	h := &tar.Header{Name: p, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid),
 		ModTime: mtime, Format: tar.FormatPAX}
 	for n, v := range attrs {
-		if whiteout.IsPrivateXattr(n) || n == overrideAttr || strings.HasSuffix(n, ".override_stat") {
+		if whiteout.IsPrivateXattr(n) || n == override.Attr || strings.HasSuffix(n, ".override_stat") {
 			continue
 		}
 		if h.PAXRecords == nil {
@@ -188,9 +188,14 @@ func (w *exporter) entry(dirfd int, rel, name string) error {
 	}
 	typ := st.Mode & unix.S_IFMT
 	rdev := st.Rdev
-	if o, ok := attrs[overrideAttr]; ok {
-		if err := applyOverride(h, o, &typ, &rdev); err != nil {
-			return fmt.Errorf("%s: %s: %w", p, overrideAttr, err)
+	if v, ok := attrs[override.Attr]; ok {
+		o, ok := override.Parse(v)
+		if !ok {
+			return fmt.Errorf("%s: %s %q is malformed", p, override.Attr, v)
+		}
+		h.Uid, h.Gid, h.Mode = int(o.Uid), int(o.Gid), int64(o.Mode)
+		if o.Type != 0 && typ == unix.S_IFREG {
+			typ, rdev = o.Type, o.Rdev // a file standing in for what the layer could not hold
 		}
 	}
 	if typ != unix.S_IFDIR && st.Nlink > 1 {
@@ -278,50 +283,6 @@ func dirOf(rel string) string {
 		return ""
 	}
 	return rel + "/"
-}
-
-// applyOverride writes the owner, mode and type an override attribute gives.
-func applyOverride(h *tar.Header, v string, typ *uint32, rdev *uint64) error {
-	f := strings.Split(strings.TrimRight(v, "\x00\n"), ":")
-	if len(f) != 3 && len(f) != 4 {
-		return errors.New("malformed")
-	}
-	uid, err1 := strconv.Atoi(f[0])
-	gid, err2 := strconv.Atoi(f[1])
-	mode, err3 := strconv.ParseUint(f[2], 8, 32)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return errors.New("malformed")
-	}
-	h.Uid, h.Gid, h.Mode = uid, gid, int64(mode&0o7777)
-	if len(f) == 4 {
-		switch t := f[3]; {
-		case t == "file":
-			*typ = unix.S_IFREG
-		case t == "dir":
-			*typ = unix.S_IFDIR
-		case t == "symlink":
-			*typ = unix.S_IFLNK
-		case t == "pipe":
-			*typ = unix.S_IFIFO
-		case t == "socket":
-			*typ = unix.S_IFSOCK
-		case strings.HasPrefix(t, "char-") || strings.HasPrefix(t, "block-"):
-			kind, nums, _ := strings.Cut(t, "-")
-			ma, mi, _ := strings.Cut(nums, "-")
-			a, e1 := strconv.ParseUint(ma, 10, 32)
-			b, e2 := strconv.ParseUint(mi, 10, 32)
-			if e1 != nil || e2 != nil {
-				return errors.New("malformed device")
-			}
-			*typ, *rdev = unix.S_IFCHR, unix.Mkdev(uint32(a), uint32(b))
-			if kind == "block" {
-				*typ = unix.S_IFBLK
-			}
-		default:
-			return errors.New("unknown type " + t)
-		}
-	}
-	return nil
 }
 
 // xattrsOf reads every extended attribute of entry name of dirfd.

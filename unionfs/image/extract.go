@@ -11,15 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/layerfs/layerfs/unionfs/override"
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
-
-// overrideAttr holds "uid:gid:mode[:type]" for an object whose owner, mode or type the layer
-// cannot hold (containers/storage's rootless format, which layerfs and fuse-overlayfs read).
-const overrideAttr = "user.containers.override_stat"
 
 // extractor writes one layer's tar into a directory, beneath it only: every name is opened
 // relative to the layer root with RESOLVE_BENEATH and no symlinks, so neither a "../" nor a
@@ -133,7 +130,7 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header) error {
 			}
 		}
 	}
-	typ := ""
+	var standIn override.Stat // the type of a file standing in for what cannot be made
 	switch h.Typeflag {
 	case tar.TypeReg, tar.TypeRegA:
 		err = x.file(parent, base, tr, h.Size)
@@ -148,20 +145,20 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header) error {
 	case tar.TypeLink:
 		err = x.link(parent, base, h.Linkname)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		kind, dev := uint32(unix.S_IFCHR), fmt.Sprintf("char-%d-%d", h.Devmajor, h.Devminor)
+		kind, rdev := uint32(unix.S_IFCHR), unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))
 		switch h.Typeflag {
 		case tar.TypeBlock:
-			kind, dev = unix.S_IFBLK, fmt.Sprintf("block-%d-%d", h.Devmajor, h.Devminor)
+			kind = unix.S_IFBLK
 		case tar.TypeFifo:
-			kind, dev = unix.S_IFIFO, "pipe"
+			kind, rdev = unix.S_IFIFO, 0
 		}
 		if x.privileged {
-			err = unix.Mknodat(parent, base, kind|0o600, int(unix.Mkdev(uint32(h.Devmajor), uint32(h.Devminor))))
+			err = unix.Mknodat(parent, base, kind|0o600, int(rdev))
 			break
 		}
 		// Without privileges a device cannot be made, and no special file can carry the
 		// override attribute: an empty file stands in, its override saying what it is.
-		typ = dev
+		standIn.Type, standIn.Rdev = kind, rdev
 		err = x.file(parent, base, strings.NewReader(""), 0)
 	default:
 		return fmt.Errorf("entry %q: unsupported type %q", h.Name, h.Typeflag)
@@ -172,7 +169,7 @@ func (x *extractor) entry(tr *tar.Reader, h *tar.Header) error {
 	if h.Typeflag == tar.TypeLink {
 		return nil // a second name: the object has its attributes already
 	}
-	if err := x.attributes(parent, base, h, typ); err != nil {
+	if err := x.attributes(parent, base, h, standIn); err != nil {
 		return fmt.Errorf("entry %q: %w", h.Name, err)
 	}
 	return nil
@@ -198,7 +195,7 @@ func (x *extractor) mkdirs(rel string) (int, error) {
 		return -1, err
 	}
 	if !x.privileged {
-		x.setOverride(parent, base, "0:0:0755")
+		x.setOverride(parent, base, override.Stat{Mode: 0o755})
 	}
 	return x.openDir(rel)
 }
@@ -293,7 +290,7 @@ func (x *extractor) markOpaque(parent int, name string) error {
 
 // attributes gives base the entry's owner, mode, attributes and times: for real as root,
 // else in the override attribute for what an unprivileged user cannot set.
-func (x *extractor) attributes(parent int, base string, h *tar.Header, typ string) error {
+func (x *extractor) attributes(parent int, base string, h *tar.Header, standIn override.Stat) error {
 	isLink := h.Typeflag == tar.TypeSymlink
 	isDir := h.Typeflag == tar.TypeDir
 	mode := uint32(h.Mode) & 0o7777
@@ -310,11 +307,8 @@ func (x *extractor) attributes(parent int, base string, h *tar.Header, typ strin
 		if err := unix.Fchmodat(parent, base, real, 0); err != nil {
 			return err
 		}
-		o := fmt.Sprintf("%d:%d:%04o", h.Uid, h.Gid, mode)
-		if typ != "" {
-			o += ":" + typ
-		}
-		x.setOverride(parent, base, o)
+		standIn.Uid, standIn.Gid, standIn.Mode = uint32(h.Uid), uint32(h.Gid), mode
+		x.setOverride(parent, base, standIn)
 	}
 	if x.privileged && !isLink {
 		// After the chown, which drops set-id bits.
@@ -343,7 +337,7 @@ func (x *extractor) attributes(parent int, base string, h *tar.Header, typ strin
 func (x *extractor) xattrs(parent int, base string, h *tar.Header) error {
 	var names []string
 	for k := range h.PAXRecords {
-		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && !whiteout.IsPrivateXattr(n) && n != overrideAttr {
+		if n, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok && !whiteout.IsPrivateXattr(n) && n != override.Attr {
 			names = append(names, n)
 		}
 	}
@@ -366,11 +360,11 @@ func (x *extractor) xattrs(parent int, base string, h *tar.Header) error {
 	return nil
 }
 
-func (x *extractor) setOverride(parent int, base, value string) {
-	if err := xattrs.For(base).Set(xattrs.Path(parent, base), overrideAttr, []byte(value), 0); err != nil {
+func (x *extractor) setOverride(parent int, base string, o override.Stat) {
+	if err := xattrs.For(base).Set(xattrs.Path(parent, base), override.Attr, []byte(o.String()), 0); err != nil {
 		x.dropped++
 		if x.droppedExample == "" {
-			x.droppedExample = overrideAttr + " of " + base
+			x.droppedExample = override.Attr + " of " + base
 		}
 	}
 }
@@ -402,8 +396,9 @@ func (x *extractor) finish() error {
 		}
 	} else {
 		// The root carries an override too: it tells layerfs to read overrides in this layer.
-		if err := unix.Setxattr(p, overrideAttr, []byte(fmt.Sprintf("%d:%d:%04o", h.Uid, h.Gid, h.Mode&0o7777)), 0); err != nil {
-			return fmt.Errorf("%s on the layer root: %w (the store's filesystem must allow user attributes)", overrideAttr, err)
+		o := override.Stat{Uid: uint32(h.Uid), Gid: uint32(h.Gid), Mode: uint32(h.Mode) & 0o7777}
+		if err := unix.Setxattr(p, override.Attr, []byte(o.String()), 0); err != nil {
+			return fmt.Errorf("%s on the layer root: %w (the store's filesystem must allow user attributes)", override.Attr, err)
 		}
 	}
 	if err := x.xattrs(x.root, "", h); err != nil {

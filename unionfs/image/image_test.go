@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/layerfs/layerfs/unionfs/override"
 	"github.com/layerfs/layerfs/whiteout"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -203,7 +204,7 @@ func TestWhiteoutsAndOwners(t *testing.T) {
 			t.Errorf("unprivileged: dir not opaque: %q %v", v, err)
 		}
 		for name, want := range map[string]string{".": "0:0:0755", "file": "1000:100:0644", "dev": "1000:100:0644:char-1-3", "dir": "1000:100:0755"} {
-			if v, err := getx(filepath.Join(dir, name), overrideAttr); v != want {
+			if v, err := getx(filepath.Join(dir, name), override.Attr); v != want {
 				t.Errorf("unprivileged: %s override %q %v, want %q", name, v, err, want)
 			}
 		}
