@@ -2,13 +2,11 @@ package unionfs
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"github.com/layerfs/layerfs/unionfs/merge"
-	"github.com/layerfs/layerfs/unionfs/workdir"
 	"github.com/layerfs/layerfs/unionfs/xattrs"
 	"golang.org/x/sys/unix"
 )
@@ -17,45 +15,9 @@ import (
 // into workdir/index/<file handle of the lower object in hex>, and links its names into the
 // upper one by one as they are touched. Names not linked yet stay lower-only in the upper
 // directory but show the indexed copy. layerfs reads such an upper the same way: it finds the
-// index entry of a lower hard link by the inode number in the file handle and links the name
-// up on lookup. It writes no index of its own: it links every name up at copy-up instead.
-
-// kernelIndex maps the inode number in each index entry's file handle to the entry's name.
-type kernelIndex map[uint64]string
-
-// readKernelIndex reads work/index (work is the stack's workdir), if the kernel left one.
-func readKernelIndex(work string) (kernelIndex, int) {
-	fd, err := unix.Open(work+"/index", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, -1
-	}
-	names, err := workdir.ReadNames(fd)
-	if err != nil {
-		unix.Close(fd)
-		return nil, -1
-	}
-	idx := kernelIndex{}
-	for _, name := range names {
-		if ino, ok := parseIndexName(name); ok {
-			idx[ino] = name
-		}
-	}
-	if len(idx) == 0 {
-		unix.Close(fd)
-		return nil, -1
-	}
-	return idx, fd
-}
-
-// parseIndexName decodes the inode number from an index entry name: the hex of struct ovl_fb
-// (version, magic 0xfb, length, flags, handle type, 16-byte uuid, handle).
-func parseIndexName(name string) (uint64, bool) {
-	b, err := hex.DecodeString(name)
-	if err != nil {
-		return 0, false
-	}
-	return merge.ParseFH(b)
-}
+// index entry of a lower hard link by the inode number in the file handle (merge.KernelIndex
+// reads the index) and links the name up on lookup. It writes no index of its own: it links
+// every name up at copy-up instead.
 
 // linkUpFromKernelIndex links a name of a lower hard link that the kernel has already copied
 // up into its index, so that it shows the copy. It reports whether it did.

@@ -21,7 +21,7 @@ type unionFS struct {
 	// work is workdir/work, where objects are built before they appear in the upper.
 	work workdir.Dir
 	// kindex is the kernel's index of copied-up hard links, if it left one (kindex.go).
-	kindex   kernelIndex
+	kindex   merge.KernelIndex
 	kindexFd int
 	// dirs keeps one merged directory per directory inode number (identity.go).
 	dirs dirIdentities
@@ -83,7 +83,7 @@ func newUnionFS(cfg Config) (*unionFS, error) {
 			return nil, err
 		}
 		u.work = w
-		u.kindex, u.kindexFd = readKernelIndex(cfg.Work)
+		u.kindex, u.kindexFd = merge.ReadKernelIndex(cfg.Work)
 	}
 	return u, nil
 }

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -135,4 +136,22 @@ func TestResolveNumbers(t *testing.T) {
 			t.Errorf("%s: ino %d (%v), want %d", path, res.Ino, errno, want)
 		}
 	}
+}
+
+// TestReadKernelIndex: the entries of work/index are found by the inode number in their
+// file handle; names that are not handles are passed over; no index is no index.
+func TestReadKernelIndex(t *testing.T) {
+	work := t.TempDir()
+	if idx, fd := ReadKernelIndex(work); idx != nil || fd != -1 {
+		t.Fatalf("no index: %v, %d", idx, fd)
+	}
+	entry := hex.EncodeToString(ovlFB(777))
+	check(t, os.MkdirAll(filepath.Join(work, "index"), 0o755))
+	check(t, os.WriteFile(filepath.Join(work, "index", entry), nil, 0o644))
+	check(t, os.WriteFile(filepath.Join(work, "index", "#junk"), nil, 0o644))
+	idx, fd := ReadKernelIndex(work)
+	if fd < 0 || len(idx) != 1 || idx[777] != entry {
+		t.Fatalf("index %v, fd %d; want 777 -> %s", idx, fd, entry)
+	}
+	unix.Close(fd)
 }
