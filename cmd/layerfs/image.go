@@ -77,8 +77,8 @@ func runImage(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "unpack", "mount":
-		want := map[string]int{"unpack": 1, "mount": 2}[args[0]]
-		if len(rest) != want && !(args[0] == "unpack" && len(rest) == 2) {
+		// unpack SRC [STORE]; mount SRC MOUNTPOINT
+		if len(rest) != 2 && !(args[0] == "unpack" && len(rest) == 1) {
 			fmt.Fprintf(stderr, "layerfs image %s: wrong arguments %q (see layerfs image --help)\n", args[0], rest)
 			return 2
 		}

@@ -102,7 +102,7 @@ func (s *Store) Unpack(l Layer) (string, error) {
 	done := false
 	defer func() {
 		if !done {
-			removeTree(tmp)
+			os.RemoveAll(tmp) // every directory it made is writable by us (extract.go)
 		}
 	}()
 	if err := s.unpackInto(l, tmp); err != nil {
@@ -187,15 +187,4 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	p.n += int64(n)
 	p.report(p.n)
 	return n, err
-}
-
-// removeTree removes a directory tree that may hold directories without write permission.
-func removeTree(dir string) {
-	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
-	os.RemoveAll(dir)
 }
