@@ -105,13 +105,13 @@ func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(40)
 	}
-	// Over /dev/fuse, Go code runs on one CPU unless GOMAXPROCS says otherwise. A request
-	// costs a few µs of our code and a wake-up; with a second P the runtime wakes a thread on
-	// the other CPU for the reader go-fuse starts and for the work it hands off, and the
-	// caller's next request pays for it: an open+close took 40 µs with two Ps here and 20
-	// with one, a getxattr 25–28 and 20 (README, Performance). System calls that block still
-	// run beside it. The io_uring queues each hold a CPU of their own and keep every P.
-	// Parallel and cold walks lose by it (README, Performance): -o gomaxprocs=N decides.
+	// Over /dev/fuse, Go code runs on one CPU unless -o gomaxprocs= or GOMAXPROCS says
+	// otherwise. A request costs a few µs of our code and a wake-up; with a second P the
+	// runtime wakes a thread on the other CPU for the reader go-fuse starts and for the work
+	// it hands off, and the caller's next request pays for it. Request-bound work (creates,
+	// unlinks, tar, grep -r) gains, parallel and cold walks lose (README, Performance, the
+	// shared harness run). System calls that block still run beside it. The io_uring queues
+	// each hold a CPU of their own and keep every P.
 	switch {
 	case cfg.Procs > 0:
 		runtime.GOMAXPROCS(cfg.Procs)
