@@ -314,6 +314,9 @@ func TestAtimeOptions(t *testing.T) {
 			}
 			mnts := twoMounts(t, func(lower, upper builder) {
 				lower.file("lf", "lower file", 0o644)
+				// 2 MiB: read by passthrough as root, through a backing file the kernel
+				// opens itself (unionfs/atime.go, passthroughNoatime).
+				lower.file("lbig", strings.Repeat("big lower file\n", 150000), 0o644)
 				lower.file("ld/x", "x", 0o644)
 				upper.file("uf", "upper file", 0o644)
 				upper.file("ud/y", "y", 0o644)
@@ -343,7 +346,7 @@ func TestAtimeOptions(t *testing.T) {
 					must(t, unix.Stat(filepath.Join(m, n), &st))
 					return st.Atim
 				}
-				for _, n := range []string{"lf", "uf", "lf", "uf"} {
+				for _, n := range []string{"lf", "uf", "lf", "uf", "lbig"} {
 					before := atime(n)
 					// The clock must tick between two reads for strictatime to show.
 					time.Sleep(10 * time.Millisecond)

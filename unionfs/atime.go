@@ -1,7 +1,9 @@
 package unionfs
 
 import (
+	"fmt"
 	"slices"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +25,76 @@ func (u *unionFS) setAtimePolicy() {
 	for _, l := range u.Layers {
 		l.Noatime, l.Nodiratime = !l.Upper || noatime, !l.Upper || nodiratime
 	}
+}
+
+// dropWrittenPages keeps the first read of a file written through the page cache exact in its
+// access time. Such writes (-o nopassthrough, unprivileged, a set-id file's writer: other
+// writes go by passthrough, beside the cache) leave whole pages in the kernel's cache, and a
+// read they answer never reaches layerfs, so never moves the upper file's atime, where
+// overlayfs's read would (under relatime, the first read after a change). So at the first open
+// for reading after such a write, if a read would now move the atime, the node's cached pages
+// are dropped: the read comes as a READ, through fd, which moves it as the kernel would.
+func (n *node) dropWrittenPages(fd int, write bool) {
+	if write {
+		return
+	}
+	n.mu.Lock()
+	written := n.open != nil && n.open.written
+	if written {
+		n.open.written = false
+	}
+	n.mu.Unlock()
+	if written && readMovesAtime(fd) {
+		n.NotifyContent(0, 0)
+	}
+}
+
+// readMovesAtime reports whether a read through fd would move its file's atime: not with
+// O_NOATIME or on a noatime mount; under relatime when the atime is not after the mtime and
+// the ctime, or is a day old; always under strictatime.
+func readMovesAtime(fd int) bool {
+	if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0); err != nil || fl&unix.O_NOATIME != 0 {
+		return false
+	}
+	var sfs unix.Statfs_t
+	var st unix.Stat_t
+	if unix.Fstatfs(fd, &sfs) != nil || unix.Fstat(fd, &st) != nil || sfs.Flags&unix.ST_NOATIME != 0 {
+		return false
+	}
+	if sfs.Flags&unix.ST_RELATIME == 0 {
+		return true
+	}
+	notAfter := func(t unix.Timespec) bool { return t.Nano() >= st.Atim.Nano() }
+	return notAfter(st.Mtim) || notAfter(st.Ctim) || time.Since(time.Unix(st.Atim.Unix())) >= 24*time.Hour
+}
+
+// passthroughNoatime keeps passthrough reads from moving the atimes of the layers that must
+// keep them. The kernel reads a passthrough file through a backing file it opens itself on the
+// path of the one layerfs registered, with the reader's open flags: O_NOATIME on our
+// descriptor does not carry over, and a read by passthrough moved a lower file's atime under
+// the lower filesystem's relatime, which overlayfs never does. A lower layer is therefore
+// reached through a detached clone of its mount set noatime (open_tree, mount_setattr; root
+// only, as passthrough is), on which the kernel's backing files move nothing. The upper
+// layer stays on its own mount: renames between it and the work directory need one mount
+// (under -o noatime a passthrough read still moves an upper file's atime: README).
+func (u *unionFS) passthroughNoatime() error {
+	for _, l := range u.Layers {
+		if l.Upper || !l.Noatime {
+			continue
+		}
+		fd, err := unix.OpenTree(l.FD, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+		if err != nil {
+			return fmt.Errorf("layer %s: clone its mount: %w", l.Path, err)
+		}
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOATIME, Attr_clr: unix.MOUNT_ATTR__ATIME}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("layer %s: make its clone noatime: %w", l.Path, err)
+		}
+		unix.Close(l.FD)
+		l.FD = fd
+	}
+	return nil
 }
 
 // mountFlags are the mount(2) flags for options given as words (-o noatime,nosuid): the

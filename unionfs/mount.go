@@ -94,6 +94,13 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 		}
 	}
 	u.setAtimePolicy()
+	if u.pt.enabled() {
+		if err := u.passthroughNoatime(); err != nil {
+			// Reads then go through the server, which opens lower files with O_NOATIME.
+			u.logf("passthrough: off (%v)", err)
+			u.pt.off.Store(true)
+		}
+	}
 	uringCap, noUring := uringCapability(cfg)
 
 	// Objects change only through this mount (lowers are read-only and the upper is ours, as
