@@ -307,6 +307,9 @@ type nodeOpen struct {
 	openFiles int
 	// pt is the node's passthrough state (passthrough.go).
 	pt ptState
+	// written says the page cache may hold data written through it since the last open
+	// for reading, which a read would get without a READ (atime.go, dropWrittenPages).
+	written bool
 }
 
 // openLocked returns the node's open state, made on first need; n.mu is held.

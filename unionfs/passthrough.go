@@ -111,6 +111,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 	if !n.u.pt.enabled() {
 		// The data changes only through this mount, whose writes go through the kernel's
 		// page cache: what it cached stays good across opens.
+		n.dropWrittenPages(o.fd, write)
 		return newFile(n, o.fd, flags, o.upper), fuse.FOPEN_KEEP_CACHE, 0
 	}
 	n.mu.Lock()
@@ -138,6 +139,7 @@ func (n *node) handle(o opened, flags int, write, mapper bool) (fs.FileHandle, u
 		if !usePT {
 			p.cached++
 			n.mu.Unlock()
+			n.dropWrittenPages(fd, write)
 			f := newFile(n, fd, flags, upper)
 			f.cachedPT = true
 			return f, fuse.FOPEN_KEEP_CACHE, 0
@@ -204,9 +206,15 @@ func (h *hookedFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse
 	return st
 }
 
-// SetAttr answers as the node does, with volatile attributes never cached.
+// SetAttr answers as the node does, with volatile attributes never cached and the others
+// for as long as GETATTR's: go-fuse leaves the timeout of a SETATTR's reply at zero, which
+// made the next stat after a chmod, chown, truncate or utimensat (tar x sets the times of
+// every file) a GETATTR for what the reply had just said.
 func (h *hookedFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	st := h.RawFileSystem.SetAttr(cancel, in, out)
+	if st == fuse.OK && out.AttrValid == 0 && out.AttrValidNsec == 0 {
+		out.SetTimeout(cacheTimeout)
+	}
 	noCache(&out.AttrValid, &out.AttrValidNsec)
 	return st
 }
