@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -327,4 +329,63 @@ func TestTransportFallback(t *testing.T) {
 	if !strings.Contains(string(data), "transport: /dev/fuse (io_uring failed") {
 		t.Errorf("--debug does not say the mount fell back to /dev/fuse:\n%s", firstLines(string(data), 4))
 	}
+}
+
+// TestAdaptiveProcs: over /dev/fuse the server runs on one Go processor while requests come
+// one at a time, on every CPU while several callers make them at once, and on one again when
+// they stop; --debug says each change.
+func TestAdaptiveProcs(t *testing.T) {
+	needMounts(t)
+	if runtime.NumCPU() < 2 {
+		skipTest(t, "one CPU: there is nothing to adapt")
+	}
+	root := t.TempDir()
+	st := newStack(t, root)
+	b := builder{t, st.Lowers[0]}
+	for i := range 200 {
+		b.file("d/f"+strconv.Itoa(i), "x", 0o644)
+	}
+	b.settle()
+	mnt := mkdir(t, root, "mnt")
+	logPath := mountLayerfsDebug(t, st, mnt, "-o", "io_uring=off")
+	logSays := func(s string) bool {
+		data, err := os.ReadFile(logPath)
+		must(t, err)
+		return strings.Contains(string(data), s)
+	}
+	if logSays("(requests overlap)") {
+		t.Fatal("every processor on before any load")
+	}
+	// Four callers at once, each asking for names the kernel does not know (a negative
+	// LOOKUP each), until the server says it went up.
+	up := fmt.Sprintf("Go processors: %d (requests overlap)", runtime.NumCPU())
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+					os.Lstat(filepath.Join(mnt, "d", fmt.Sprintf("missing-%d-%d", w, i)))
+				}
+			}
+		}()
+	}
+	waitLog := func(s string) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !logSays(s); {
+			if time.Now().After(deadline) {
+				t.Fatalf("--debug never said %q", s)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitLog(up)
+	close(done)
+	wg.Wait()
+	waitLog("Go processors: 1 (requests one at a time)")
 }

@@ -49,6 +49,14 @@ func (n *node) dropWrittenPages(fd int, write bool) {
 	}
 }
 
+// noteWritten records a write that came through the page cache (a WRITE): marked before the
+// caller's write(2) returns, so before any open that follows it.
+func (n *node) noteWritten() {
+	n.mu.Lock()
+	n.openLocked().written = true
+	n.mu.Unlock()
+}
+
 // readMovesAtime reports whether a read through fd would move its file's atime: not with
 // O_NOATIME or on a noatime mount; under relatime when the atime is not after the mtime and
 // the ctime, or is a day old; always under strictatime.

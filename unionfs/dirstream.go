@@ -69,6 +69,8 @@ func (h *hookedFS) Forget(nodeid, nlookup uint64) {
 type readDirFunc func(<-chan struct{}, *fuse.ReadIn, *fuse.DirEntryList) fuse.Status
 
 func (h *hookedFS) readDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList, read readDirFunc) fuse.Status {
+	h.load.enter()
+	defer h.load.leave()
 	if in.Fh != 0 {
 		return read(cancel, in, out)
 	}

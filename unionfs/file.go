@@ -94,9 +94,6 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	n := f.n
 	n.mu.Lock()
 	n.openLocked().openFiles--
-	if isWrite(uint32(f.flags)) && (f.cachedPT || !n.u.pt.enabled()) {
-		n.open.written = true // through the page cache
-	}
 	if f.cachedPT {
 		n.ptLocked().cached--
 	}

@@ -23,6 +23,8 @@ type Server struct {
 	u          *unionFS
 	raw        *hookedFS
 	mountpoint string
+	// done is closed once the mount is gone (Wait).
+	done chan struct{}
 }
 
 // Mount validates cfg, opens the layers and mounts the merged view on mountpoint. It returns
@@ -155,7 +157,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if os.Geteuid() == 0 {
 		raiseReadahead(mnt)
 	}
-	return &Server{Server: srv, u: u, raw: raw, mountpoint: mnt}, nil
+	return &Server{Server: srv, u: u, raw: raw, mountpoint: mnt, done: make(chan struct{})}, nil
 }
 
 // serve mounts the node tree as fs.Mount does, with backingHooks between go-fuse's bridge and
@@ -164,7 +166,8 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 func serve(mnt string, root *node, opts *fs.Options, uring bool) (*fuse.Server, *hookedFS, error) {
 	hooks := &backingHooks{pt: &root.u.pt, logf: root.u.logf}
 	opts.ServerCallbacks = hooks
-	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, logf: root.u.logf}
+	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, logf: root.u.logf,
+		load: load{wake: make(chan struct{}, 1)}}
 	if uring {
 		raw.mountOpts = &opts.MountOptions
 	}
@@ -183,6 +186,7 @@ func serve(mnt string, root *node, opts *fs.Options, uring bool) (*fuse.Server, 
 // Wait blocks until the mount is gone, then releases the layers.
 func (s *Server) Wait() {
 	s.Server.Wait()
+	close(s.done)
 	s.raw.waitTransport()
 	s.u.close()
 }

@@ -307,8 +307,8 @@ type nodeOpen struct {
 	openFiles int
 	// pt is the node's passthrough state (passthrough.go).
 	pt ptState
-	// written says the page cache may hold data written through it since the last open
-	// for reading, which a read would get without a READ (atime.go, dropWrittenPages).
+	// written says the page cache may hold data written through it (a WRITE) since the last
+	// open for reading, which a read would get without a READ (atime.go, dropWrittenPages).
 	written bool
 }
 

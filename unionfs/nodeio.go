@@ -60,6 +60,7 @@ func (n *node) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int6
 
 // Write writes to the object, copied up first.
 func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	n.noteWritten() // the data is in the page cache too (atime.go)
 	if f, ok := fileOf(fh); ok {
 		if errno := n.beforeWrite(ctx, fh, n.writerUnprivileged(ctx)); errno != 0 {
 			return 0, errno

@@ -199,8 +199,11 @@ func noCache(sec *uint64, nsec *uint32) {
 	}
 }
 
-// GetAttr answers as the node does, with volatile attributes never cached.
+// GetAttr answers as the node does, with volatile attributes never cached; it is counted in
+// the server's load (procs.go).
 func (h *hookedFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	h.load.enter()
+	defer h.load.leave()
 	st := h.RawFileSystem.GetAttr(cancel, in, out)
 	noCache(&out.AttrValid, &out.AttrValidNsec)
 	return st

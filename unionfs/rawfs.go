@@ -27,6 +27,8 @@ type hookedFS struct {
 	rings     *uring.Transport
 	// logf reports what a person needs to act on; nil for nothing.
 	logf func(format string, args ...any)
+	// load counts requests served at once, for AdaptProcs (procs.go).
+	load load
 }
 
 // Init hands the server to the hooks and starts the io_uring queues where INIT agreed to them.

@@ -105,21 +105,27 @@ func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan 
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(40)
 	}
-	// Over /dev/fuse, Go code runs on one CPU unless -o gomaxprocs= or GOMAXPROCS says
-	// otherwise. A request costs a few µs of our code and a wake-up; with a second P the
-	// runtime wakes a thread on the other CPU for the reader go-fuse starts and for the work
-	// it hands off, and the caller's next request pays for it. Request-bound work (creates,
-	// unlinks, tar, grep -r) gains, parallel and cold walks lose (README, Performance, the
-	// shared harness run). System calls that block still run beside it. The io_uring queues
-	// each hold a CPU of their own and keep every P.
+	// Over /dev/fuse, Go code runs on one CPU while requests come one at a time, and on every
+	// CPU while they overlap (unionfs.Server.AdaptProcs), unless -o gomaxprocs= or GOMAXPROCS
+	// fixes the number. A request costs a few µs of our code and a wake-up; with a second P
+	// the runtime wakes a thread on the other CPU for the reader go-fuse starts and for the
+	// work it hands off, and the caller's next request pays for it: request-bound work
+	// (creates, unlinks, tar, grep -r) gains from one P, parallel callers lose (README,
+	// Performance, the shared harness run). The io_uring queues each hold a CPU of their own
+	// and keep every P.
+	adapt := false
 	switch {
 	case cfg.Procs > 0:
 		runtime.GOMAXPROCS(cfg.Procs)
 	case os.Getenv("GOMAXPROCS") == "" && !srv.OverIOUring():
+		adapt = runtime.NumCPU() > 1
 		runtime.GOMAXPROCS(1)
 	}
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintf(cfg.DebugLog, "layerfs: Go processors: %d\n", runtime.GOMAXPROCS(0))
+	}
+	if adapt {
+		srv.AdaptProcs(runtime.NumCPU())
 	}
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
 	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
