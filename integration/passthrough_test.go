@@ -222,3 +222,37 @@ func TestSetIDWriteNotPassthrough(t *testing.T) {
 		t.Errorf("a write by an unprivileged user after the reader closed: %s, mode %o; want ok, 777", out, fst.Mode&07777)
 	}
 }
+
+// TestPassthroughNoatime: under -o noatime, backing files are registered on noatime clones of
+// the layers' mounts (unionfs/atime.go), and reads and writes of large files still go by
+// passthrough: no READ or WRITE reaches the daemon, and no atime moves
+// (TestWrittenThenRead, TestAtimeOptions compare those with the kernel).
+func TestPassthroughNoatime(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := newStack(t, root)
+	big := strings.Repeat("lower data\n", 200000)
+	b := builder{t, st.Lowers[0]}
+	b.file("lbig", big, 0o644)
+	b.settle()
+	mnt := mkdir(t, root, "mnt")
+	logPath := mountLayerfsDebug(t, st, mnt, "-o", "noatime")
+	os.Stat(filepath.Join(mnt, "mark-start"))
+	must(t, os.WriteFile(filepath.Join(mnt, "ubig"), []byte(big), 0o644))
+	for _, n := range []string{"lbig", "ubig"} {
+		got, err := os.ReadFile(filepath.Join(mnt, n))
+		if err != nil || string(got) != big {
+			t.Errorf("read %s back: %d bytes, %v", n, len(got), err)
+		}
+	}
+	os.Stat(filepath.Join(mnt, "mark-end"))
+	counts := requestsBetween(t, logPath, "mark-start", "mark-end")
+	if counts["READ"] != 0 || counts["WRITE"] != 0 {
+		t.Errorf("READ or WRITE reached the daemon: %v", counts)
+	}
+	data, err := os.ReadFile(logPath)
+	must(t, err)
+	if n := strings.Count(string(data), "BACKING_OPEN"); n < 2 {
+		t.Errorf("%d backing files registered, want one per file", n)
+	}
+}

@@ -14,7 +14,7 @@ import (
 // TestWrittenThenRead writes files through the mount and reads them back, the way tar x then
 // tar c, or a compiler then a linker, do. Every answer (content, size, and whether the read
 // moved the atime) must be the kernel overlayfs's, with the default access-time policy and
-// (but for atimes) with noatime, for files around the page size and the passthrough limit,
+// with noatime, for files around the page size and the passthrough limit,
 // partial overwrites, appends, truncation, several writers, a reader beside a writer, a stat
 // between the write and the read, and a mapping; by default and with -o nopassthrough, where
 // writes leave whole pages in the page cache that the first read must not be answered from
@@ -34,10 +34,7 @@ func TestWrittenThenRead(t *testing.T) {
 				lower.file("low", "lower content\n", 0o644)
 				lower.settle()
 			}, o.flags, opts, testedName(), "nopassthrough")
-			// Under noatime, atimes are not compared: a read that comes before the kernel's
-			// RELEASE of the writer goes by passthrough, which moves an upper file's atime
-			// there (README, "What differs", access times).
-			sameAnswers(t, mnts, func(m string) []string { return writtenThenRead(t, m, o.opt == "") })
+			sameAnswers(t, mnts, func(m string) []string { return writtenThenRead(t, m) })
 		})
 	}
 }
@@ -52,7 +49,7 @@ func pattern(n, seed int) []byte {
 }
 
 // writtenThenRead is TestWrittenThenRead's script for one mount.
-func writtenThenRead(t *testing.T, m string, atimes bool) []string {
+func writtenThenRead(t *testing.T, m string) []string {
 	var out []string
 	p := func(n string) string { return filepath.Join(m, n) }
 	content := func(n string) string {
@@ -85,9 +82,6 @@ func writtenThenRead(t *testing.T, m string, atimes bool) []string {
 	readMoves := func(n string) string {
 		before := atime(n)
 		c := content(n)
-		if !atimes {
-			return fmt.Sprintf("read %s: %s", n, c)
-		}
 		return fmt.Sprintf("read %s: %s, atime moved %v", n, c, atime(n) != before)
 	}
 
@@ -138,11 +132,10 @@ func writtenThenRead(t *testing.T, m string, atimes bool) []string {
 	out = append(out, fmt.Sprintf("mapped: %x", sha256.Sum256(data)))
 	must(t, unix.Munmap(data))
 	must(t, f.Close())
-	// Written again by a file open for reading and writing (not stored: it may be mapped),
-	// then read. (Not its atime: the read may come before the kernel's RELEASE of the
-	// writer, and then goes by passthrough too; README, "What differs".)
+	// Written again by a file open for reading and writing, then read.
 	write("s4096", os.O_RDWR, 10, []byte("rdwr"))
-	out = append(out, "read-write: "+content("s4096"))
+	setTimes("s4096")
+	out = append(out, readMoves("s4096"))
 	var st syscall.Stat_t
 	must(t, syscall.Stat(p("s4096"), &st))
 	out = append(out, fmt.Sprintf("size %d", st.Size))

@@ -76,33 +76,58 @@ func readMovesAtime(fd int) bool {
 	return notAfter(st.Mtim) || notAfter(st.Ctim) || time.Since(time.Unix(st.Atim.Unix())) >= 24*time.Hour
 }
 
-// passthroughNoatime keeps passthrough reads from moving the atimes of the layers that must
-// keep them. The kernel reads a passthrough file through a backing file it opens itself on the
-// path of the one layerfs registered, with the reader's open flags: O_NOATIME on our
-// descriptor does not carry over, and a read by passthrough moved a lower file's atime under
-// the lower filesystem's relatime, which overlayfs never does. A lower layer is therefore
-// reached through a detached clone of its mount set noatime (open_tree, mount_setattr; root
-// only, as passthrough is), on which the kernel's backing files move nothing. The upper
-// layer stays on its own mount: renames between it and the work directory need one mount
-// (under -o noatime a passthrough read still moves an upper file's atime: README).
+// passthroughNoatime keeps passthrough reads from moving the atimes that reads through the
+// mount must not move. The kernel reads a passthrough file through a backing file it opens
+// itself on the path of the one layerfs registered, with the reader's open flags: O_NOATIME on
+// our descriptor does not carry over, and a read by passthrough moved a lower file's atime
+// under the lower filesystem's relatime (overlayfs never does), and an upper file's under
+// -o noatime. So a lower layer is reached through a detached clone of its mount set noatime
+// (open_tree, mount_setattr; root only, as passthrough is), on which the kernel's backing
+// files move nothing. The upper layer keeps its own mount, since renames between it and the
+// work directory need one; under noatime only the backing files of its objects are opened on
+// such a clone, by file handle (upperBacking).
 func (u *unionFS) passthroughNoatime() error {
 	for _, l := range u.Layers {
-		if l.Upper || !l.Noatime {
+		if !l.Noatime {
 			continue
 		}
-		fd, err := unix.OpenTree(l.FD, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+		fd, err := noatimeClone(l.FD)
 		if err != nil {
-			return fmt.Errorf("layer %s: clone its mount: %w", l.Path, err)
+			return fmt.Errorf("layer %s: %w", l.Path, err)
 		}
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOATIME, Attr_clr: unix.MOUNT_ATTR__ATIME}
-		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-			unix.Close(fd)
-			return fmt.Errorf("layer %s: make its clone noatime: %w", l.Path, err)
+		if !l.Upper {
+			unix.Close(l.FD)
+			l.FD = fd
+			continue
 		}
-		unix.Close(l.FD)
-		l.FD = fd
+		// open_by_handle_at takes no O_PATH descriptor for the mount: open the clone's root.
+		root, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("layer %s: open its noatime clone: %w", l.Path, err)
+		}
+		if _, _, err := unix.NameToHandleAt(root, "", unix.AT_EMPTY_PATH); err != nil {
+			unix.Close(root)
+			return fmt.Errorf("layer %s: no file handles for noatime backing files: %w", l.Path, err)
+		}
+		u.upperNoatimeFd = root
 	}
 	return nil
+}
+
+// noatimeClone returns a detached clone of the mount (and the mounts below it) at the
+// directory fd, set noatime.
+func noatimeClone(dir int) (int, error) {
+	fd, err := unix.OpenTree(dir, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return -1, fmt.Errorf("clone its mount: %w", err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_NOATIME, Attr_clr: unix.MOUNT_ATTR__ATIME}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("make its clone noatime: %w", err)
+	}
+	return fd, nil
 }
 
 // mountFlags are the mount(2) flags for options given as words (-o noatime,nosuid): the

@@ -71,19 +71,38 @@ var _ fs.FilePassthroughFder = (*ptFile)(nil)
 // calls it only when the node has no registration yet, just before registering it
 // (backingHooks). Every later passthrough open of the node shares that backing file, whatever
 // its own access mode, and the kernel checks the backing file's mode on each read and write:
-// an upper object is offered open for reading and writing, reopened through /proc when the
-// file itself is not. Lower objects are only ever opened for reading.
+// an upper object is offered open for reading and writing (upperBacking). Lower objects are
+// only ever opened for reading.
 func (f *ptFile) PassthroughFd() (int, bool) {
 	fd := f.fd
-	if f.upper && f.flags&unix.O_ACCMODE != unix.O_RDWR {
-		b, err := unix.Open("/proc/self/fd/"+strconv.Itoa(f.fd), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if f.upper {
+		b, err := f.n.u.upperBacking(f.fd, f.flags)
 		if err != nil {
 			return -1, false
 		}
-		f.backing, fd = b, b
+		if b >= 0 {
+			f.backing, fd = b, b
+		}
 	}
 	f.n.u.pt.registering.Store(int32(fd), f)
 	return fd, true
+}
+
+// upperBacking returns a descriptor of the upper object open as fd for the kernel's backing
+// file, or -1 where fd itself serves: open for reading and writing (reopened through /proc
+// when fd is not), and under -o noatime on the upper layer's noatime clone (atime.go).
+func (u *unionFS) upperBacking(fd, flags int) (int, error) {
+	if u.upperNoatimeFd >= 0 {
+		h, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH)
+		if err != nil {
+			return -1, err
+		}
+		return unix.OpenByHandleAt(u.upperNoatimeFd, h, unix.O_RDWR|unix.O_CLOEXEC)
+	}
+	if flags&unix.O_ACCMODE == unix.O_RDWR {
+		return -1, nil
+	}
+	return unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_RDWR|unix.O_CLOEXEC, 0)
 }
 
 // fileOf returns the file of a handle, passthrough or not.

@@ -29,6 +29,10 @@ type unionFS struct {
 	overrideXattrs map[string]bool
 	// pt is the passthrough switch and registrations (passthrough.go).
 	pt passthrough
+	// upperNoatimeFd is the root of a detached noatime clone of the upper layer's mount, on
+	// which the backing files of upper objects are opened under -o noatime (atime.go); -1
+	// otherwise.
+	upperNoatimeFd int
 	// selinux is set when the host runs SELinux (xattr.go, absentXattr).
 	selinux bool
 	// extras holds what in-flight requests carry beyond go-fuse's node API (reqextras.go).
@@ -40,7 +44,7 @@ type unionFS struct {
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
-	u := &unionFS{cfg: cfg, work: workdir.Dir{FD: -1}, kindexFd: -1, selinux: selinuxEnabled()}
+	u := &unionFS{cfg: cfg, work: workdir.Dir{FD: -1}, kindexFd: -1, upperNoatimeFd: -1, selinux: selinuxEnabled()}
 	u.Identity = u
 	u.Prefix = u.xattrPrefix()
 	u.FollowRedirects = cfg.RedirectDir != RedirectNoFollow
@@ -92,7 +96,7 @@ func (u *unionFS) close() {
 	for _, l := range u.Layers {
 		l.Close()
 	}
-	for _, fd := range []*int{&u.work.FD, &u.kindexFd} {
+	for _, fd := range []*int{&u.work.FD, &u.kindexFd, &u.upperNoatimeFd} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1
