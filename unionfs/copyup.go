@@ -78,8 +78,10 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	if isDirStat(&st) {
 		n.setWhere(n.u.compact(append([]merge.Part{up}, parts...), path), &ust)
 		// Now merged, the directory reports one link: the kernel's cached attributes are
-		// stale. Told from another goroutine: a notification must not wait on the kernel
-		// while it waits on this operation.
+		// stale. Attributes only, at once (that takes no lock the kernel may hold while it
+		// waits on this operation), so that a stat after the operation asks; the cached
+		// listing from another goroutine, as dropping its pages may wait on the kernel.
+		n.NotifyContent(-1, 0)
 		go n.NotifyContent(0, 0)
 		return 0
 	}
