@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -402,7 +403,19 @@ func BenchmarkCopyUpSmall(b *testing.B) {
 // serverStatus reads a field (kB) of the layerfs server's /proc status serving mnt.
 func serverStatus(b testing.TB, mnt, field string) float64 {
 	b.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(serverPid(b, mnt)) + "/status")
+	return procStatus(b, serverPid(b, mnt), field)
+}
+
+// procStatus reads a field (kB) of a process's /proc status.
+func procStatus(b testing.TB, pid int, field string) float64 {
+	b.Helper()
+	return procField(b, pid, "status", field)
+}
+
+// procField reads a field (kB) of a process's /proc file (status, smaps_rollup).
+func procField(b testing.TB, pid int, file, field string) float64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + file)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -412,7 +425,7 @@ func serverStatus(b testing.TB, mnt, field string) float64 {
 			return v
 		}
 	}
-	b.Fatalf("no %s in the server's status", field)
+	b.Fatalf("no %s in /proc/%d/%s", field, pid, file)
 	return 0
 }
 
@@ -429,6 +442,75 @@ func BenchmarkServerMemory(b *testing.B) {
 		b.ReportMetric(first/1024, "MiB-rss-1walk")
 		b.ReportMetric(serverStatus(b, mnt, "VmRSS")/1024, "MiB-rss-3walks")
 		b.ReportMetric(serverStatus(b, mnt, "VmHWM")/1024, "MiB-peak")
+	}
+}
+
+// BenchmarkDensity mounts the stack LAYERFS_DENSITY_MOUNTS times (20 unless set) with layerfs
+// and with fuse-overlayfs (when installed), walks each mount once, and reports the servers'
+// resident memory in all after the walks and once they have been idle a while (layerfs gives
+// memory back after 10 s without requests), and per mount: a container host runs a mount per
+// container, most of them idle most of the time.
+func BenchmarkDensity(b *testing.B) {
+	mounts := 20
+	if s := os.Getenv("LAYERFS_DENSITY_MOUNTS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			b.Fatalf("LAYERFS_DENSITY_MOUNTS=%q: want a positive number", s)
+		}
+		mounts = n
+	}
+	impls := []string{testedName()}
+	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
+		impls = append(impls, "fuse-overlayfs")
+	}
+	for _, impl := range impls {
+		b.Run(impl, func(b *testing.B) {
+			for range b.N {
+				mnts := make([]string, mounts)
+				for i := range mnts {
+					mnts[i] = benchMount(b, impl)
+				}
+				names := 0
+				for _, m := range mnts {
+					names = statWalk(b, m)
+				}
+				// The servers' memory in all, MiB: resident (which counts the pages of the
+				// binary they share once per server) and proportional (which shares them out).
+				total := func() (rss, pss float64) {
+					for _, m := range mnts {
+						pids := daemonPids(m, filepath.Base(impl))
+						if impl == testedName() {
+							pids = serverPids(m)
+						}
+						if len(pids) != 1 {
+							b.Fatalf("servers of %s: %v, want one", m, pids)
+						}
+						rss += procStatus(b, pids[0], "VmRSS") / 1024
+						pss += procField(b, pids[0], "smaps_rollup", "Pss") / 1024
+					}
+					return rss, pss
+				}
+				rssWalked, pssWalked := total()
+				// Idle: past two of the servers' idle periods (the first may end just after
+				// the walk), until the total stops falling.
+				rss, pss := rssWalked, pssWalked
+				for waited := 0; waited < 40; waited++ {
+					time.Sleep(time.Second)
+					r, p := total()
+					done := waited >= 22 && r > rss*0.99
+					rss, pss = min(rss, r), min(pss, p)
+					if done {
+						break
+					}
+				}
+				b.ReportMetric(rssWalked, "MiB-rss-walked")
+				b.ReportMetric(rss, "MiB-rss-idle")
+				b.ReportMetric(pssWalked, "MiB-pss-walked")
+				b.ReportMetric(pss, "MiB-pss-idle")
+				b.ReportMetric(pss/float64(mounts), "MiB-pss-per-mount-idle")
+				b.ReportMetric(float64(names), "names-per-mount")
+			}
+		})
 	}
 }
 

@@ -139,7 +139,10 @@ func unmountFuse(t testing.TB, mnt string) {
 
 // serverPids finds the processes serving mnt: layerfs servers name their mountpoint on the
 // command line, last or (started by mount.fuse3) before the options.
-func serverPids(mnt string) []int {
+func serverPids(mnt string) []int { return daemonPids(mnt, filepath.Base(bin)) }
+
+// daemonPids lists the processes named base whose arguments include mnt.
+func daemonPids(mnt, base string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -152,7 +155,7 @@ func serverPids(mnt string) []int {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(args) < 2 || filepath.Base(args[0]) != filepath.Base(bin) {
+		if len(args) < 2 || filepath.Base(args[0]) != base {
 			continue
 		}
 		for _, a := range args[1:] {

@@ -17,16 +17,19 @@ import (
 // READ, RELEASE and FORGET are not counted: one reader's read-ahead and a closing file's
 // RELEASE overlap the next request without a second caller.
 
-// load counts the requests being served and the overlaps between them.
+// load counts the requests being served and the overlaps between them, and the requests
+// served (idle.go).
 type load struct {
 	inFlight atomic.Int32
 	overlaps atomic.Uint32
+	served   atomic.Uint64
 	// wake tells AdaptProcs's controller an overlap came; made with the hooks, buffered.
 	wake chan struct{}
 }
 
 // enter starts counting a request; leave must follow.
 func (l *load) enter() {
+	l.served.Add(1)
 	if l.inFlight.Add(1) > 1 {
 		if l.overlaps.Add(1) == 1 && l.wake != nil {
 			select {

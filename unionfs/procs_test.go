@@ -2,6 +2,8 @@ package unionfs
 
 import (
 	"runtime"
+	"runtime/debug"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -55,4 +57,30 @@ func TestAdaptProcs(t *testing.T) {
 	close(stop)
 	waitFor(t, "GOMAXPROCS 1 once quiet", func() bool { return runtime.GOMAXPROCS(0) == 1 })
 	close(s.done)
+}
+
+// TestReturnMemoryWhenIdle: memory is returned once after requests stop, not while they come
+// and not again while the server stays idle.
+func TestReturnMemoryWhenIdle(t *testing.T) {
+	var returns atomic.Int32
+	freeOSMemory = func() { returns.Add(1) }
+	defer func() { freeOSMemory = debug.FreeOSMemory }()
+	s := &Server{u: &unionFS{}, raw: &hookedFS{}, done: make(chan struct{})}
+	defer close(s.done)
+	s.ReturnMemoryWhenIdle(5 * time.Millisecond)
+	l := &s.raw.load
+	// Busy for 50 ms: requests back to back.
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+		l.enter()
+		l.leave()
+		runtime.Gosched()
+	}
+	if n := returns.Load(); n != 0 {
+		t.Fatalf("memory returned %d times while requests came", n)
+	}
+	waitFor(t, "memory returned once the requests stopped", func() bool { return returns.Load() == 1 })
+	time.Sleep(50 * time.Millisecond) // ten idle periods: no second return
+	if n := returns.Load(); n != 1 {
+		t.Fatalf("memory returned %d times over one idle spell, want 1", n)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/layerfs/layerfs/unionfs"
 	"golang.org/x/sys/unix"
@@ -21,6 +22,10 @@ import (
 // daemonEnv tells a re-executed layerfs that it is the background server and which descriptor
 // reports readiness to the parent.
 const daemonEnv = "_LAYERFS_DAEMON_FD"
+
+// idleMemory is how long a server goes without requests before it gives the memory its heap
+// no longer uses back (unionfs.Server.ReturnMemoryWhenIdle).
+const idleMemory = 10 * time.Second
 
 // traceLog receives --trace lines; nil without --trace.
 var traceLog io.Writer
@@ -127,6 +132,7 @@ func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan 
 	if adapt {
 		srv.AdaptProcs(runtime.NumCPU())
 	}
+	srv.ReturnMemoryWhenIdle(idleMemory)
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
 	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {
