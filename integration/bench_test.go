@@ -451,14 +451,7 @@ func BenchmarkServerMemory(b *testing.B) {
 // memory back after 10 s without requests), and per mount: a container host runs a mount per
 // container, most of them idle most of the time.
 func BenchmarkDensity(b *testing.B) {
-	mounts := 20
-	if s := os.Getenv("LAYERFS_DENSITY_MOUNTS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			b.Fatalf("LAYERFS_DENSITY_MOUNTS=%q: want a positive number", s)
-		}
-		mounts = n
-	}
+	mounts := envCount(b, "LAYERFS_DENSITY_MOUNTS", 20)
 	impls := []string{testedName()}
 	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		impls = append(impls, "fuse-overlayfs")

@@ -44,18 +44,25 @@ func diffSeeds(t *testing.T) []int64 {
 	return seeds
 }
 
+// envCount is the positive number the environment variable name holds, def when it is unset;
+// anything else fails t.
+func envCount(t testing.TB, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 {
+		t.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return v
+}
+
 // forSeeds runs fn as a subtest per seed. LAYERFS_DIFF_PARALLEL=N runs N seeds at once, each
 // on mounts of its own; LAYERFS_DIFF_DURATION (e.g. 30m) keeps taking the next seed until that
 // long has passed, however many LAYERFS_DIFF_SEEDS says: a soak run for as long as asked.
 func forSeeds(t *testing.T, fn func(t *testing.T, seed int64)) {
-	workers := 1
-	if s := os.Getenv("LAYERFS_DIFF_PARALLEL"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			t.Fatalf("LAYERFS_DIFF_PARALLEL=%q: want a positive number", s)
-		}
-		workers = v
-	}
+	workers := envCount(t, "LAYERFS_DIFF_PARALLEL", 1)
 	var deadline time.Time
 	if s := os.Getenv("LAYERFS_DIFF_DURATION"); s != "" {
 		d, err := time.ParseDuration(s)
