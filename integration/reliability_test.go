@@ -136,6 +136,19 @@ func TestUpperFull(t *testing.T) {
 		t.Errorf("writing 2 MiB into a 1 MiB upper: %v, want ENOSPC", err)
 	}
 	must(t, os.Remove(filepath.Join(mnt, "fill")))
+	// The space comes back when the server closes its descriptor of the removed file, at the
+	// kernel's RELEASE, which FUSE sends after close(2) has returned (the kernel's overlayfs
+	// closes at once): wait for the upper to have room again.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		var sfs unix.Statfs_t
+		must(t, unix.Statfs(small, &sfs))
+		if sfs.Bavail*uint64(sfs.Bsize) >= 512<<10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the upper has %d bytes free 10 s after the removal", sfs.Bavail*uint64(sfs.Bsize))
+		}
+	}
 	must(t, os.WriteFile(filepath.Join(mnt, "small"), []byte("fits"), 0o644))
 	if data, err := os.ReadFile(filepath.Join(mnt, "small")); err != nil || string(data) != "fits" {
 		t.Errorf("after freeing space: %q %v", data, err)
