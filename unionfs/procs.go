@@ -18,12 +18,13 @@ import (
 // RELEASE overlap the next request without a second caller.
 
 // load counts the requests being served and the overlaps between them, and the requests
-// served (idle.go).
+// served, READs and WRITEs too (idle.go).
 type load struct {
 	inFlight atomic.Int32
 	overlaps atomic.Uint32
 	served   atomic.Uint64
-	// wake tells AdaptProcs's controller an overlap came; made with the hooks, buffered.
+	// wake tells AdaptProcs's controller an overlap came; made with the hooks, buffered (a
+	// send to a nil one, in a test, goes nowhere).
 	wake chan struct{}
 }
 
@@ -31,7 +32,7 @@ type load struct {
 func (l *load) enter() {
 	l.served.Add(1)
 	if l.inFlight.Add(1) > 1 {
-		if l.overlaps.Add(1) == 1 && l.wake != nil {
+		if l.overlaps.Add(1) == 1 {
 			select {
 			case l.wake <- struct{}{}:
 			default:
@@ -58,6 +59,9 @@ const (
 func (s *Server) AdaptProcs(max int) {
 	l := &s.raw.load
 	runtime.GOMAXPROCS(1)
+	if max <= 1 {
+		return
+	}
 	go func() {
 		for {
 			select {
@@ -116,6 +120,12 @@ func (h *hookedFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenO
 	h.load.enter()
 	defer h.load.leave()
 	return h.RawFileSystem.Open(cancel, in, out)
+}
+
+// Read is counted as activity only (idle.go): one reader's read-ahead overlaps itself.
+func (h *hookedFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	h.load.served.Add(1)
+	return h.RawFileSystem.Read(cancel, in, buf)
 }
 
 // GetXAttr is counted in the server's load.

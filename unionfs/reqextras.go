@@ -93,8 +93,10 @@ func (h *hookedFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr st
 	return h.RawFileSystem.SetXAttr(cancel, in, attr, data)
 }
 
-// Write files FUSE_WRITE_KILL_SUIDGID for the node; a write without it needs no record.
+// Write files FUSE_WRITE_KILL_SUIDGID for the node; a write without it needs no record. It is
+// counted as activity (idle.go).
 func (h *hookedFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	h.load.served.Add(1)
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
 		return h.RawFileSystem.Write(cancel, in, data)
 	}
@@ -105,6 +107,7 @@ func (h *hookedFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) 
 
 // Writev is Write for a request whose data arrived in pieces (go-fuse asks Writev first).
 func (h *hookedFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	h.load.served.Add(1)
 	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
 		return h.RawFileSystem.Writev(cancel, in, data)
 	}

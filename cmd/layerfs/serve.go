@@ -118,19 +118,14 @@ func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan 
 	// (creates, unlinks, tar, grep -r) gains from one P, parallel callers lose (README,
 	// Performance, the shared harness run). The io_uring queues each hold a CPU of their own
 	// and keep every P.
-	adapt := false
 	switch {
 	case cfg.Procs > 0:
 		runtime.GOMAXPROCS(cfg.Procs)
 	case os.Getenv("GOMAXPROCS") == "" && !srv.OverIOUring():
-		adapt = runtime.NumCPU() > 1
-		runtime.GOMAXPROCS(1)
+		srv.AdaptProcs(runtime.NumCPU()) // starts on one
 	}
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintf(cfg.DebugLog, "layerfs: Go processors: %d\n", runtime.GOMAXPROCS(0))
-	}
-	if adapt {
-		srv.AdaptProcs(runtime.NumCPU())
 	}
 	srv.ReturnMemoryWhenIdle(idleMemory)
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
