@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Config describes one mount: the layers and the behaviour switches. It is validated by
@@ -51,6 +52,10 @@ type Config struct {
 	// to the command: one over /dev/fuse, every CPU over io_uring. Package unionfs does not
 	// read it: it is the serving process's setting, carried with the mount's options.
 	Procs int
+	// IdlePrune is how long the server waits without requests before it asks the kernel to
+	// forget the names and inodes nothing uses (prune.go): 0 is DefaultIdlePrune, a negative
+	// value never. Like Procs, the serving process's setting.
+	IdlePrune time.Duration
 	// FsName is the source shown in /proc/self/mountinfo; default "layerfs".
 	FsName string
 	// Subtype is the mount's type after "fuse." (libfuse's subtype=); default "layerfs".

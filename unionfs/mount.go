@@ -23,6 +23,8 @@ type Server struct {
 	u          *unionFS
 	raw        *hookedFS
 	mountpoint string
+	// root is the mount's root node.
+	root *node
 	// done is closed once the mount is gone (Wait).
 	done chan struct{}
 }
@@ -157,7 +159,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 	if os.Geteuid() == 0 {
 		raiseReadahead(mnt)
 	}
-	return &Server{Server: srv, u: u, raw: raw, mountpoint: mnt, done: make(chan struct{})}, nil
+	return &Server{Server: srv, u: u, raw: raw, mountpoint: mnt, root: root, done: make(chan struct{})}, nil
 }
 
 // serve mounts the node tree as fs.Mount does, with backingHooks between go-fuse's bridge and

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -67,10 +68,10 @@ func TestReturnMemoryWhenIdle(t *testing.T) {
 	defer func() { freeOSMemory = debug.FreeOSMemory }()
 	s := &Server{u: &unionFS{}, raw: &hookedFS{}, done: make(chan struct{})}
 	defer close(s.done)
-	s.ReturnMemoryWhenIdle(5 * time.Millisecond)
+	s.ReturnMemoryWhenIdle(20*time.Millisecond, 0)
 	l := &s.raw.load
-	// Busy for 50 ms: requests back to back.
-	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	// Busy for 100 ms: requests back to back.
+	for start := time.Now(); time.Since(start) < 100*time.Millisecond; {
 		l.enter()
 		l.leave()
 		runtime.Gosched()
@@ -79,8 +80,45 @@ func TestReturnMemoryWhenIdle(t *testing.T) {
 		t.Fatalf("memory returned %d times while requests came", n)
 	}
 	waitFor(t, "memory returned once the requests stopped", func() bool { return returns.Load() == 1 })
-	time.Sleep(50 * time.Millisecond) // ten idle periods: no second return
+	time.Sleep(200 * time.Millisecond) // ten idle periods: no second return
 	if n := returns.Load(); n != 1 {
 		t.Fatalf("memory returned %d times over one idle spell, want 1", n)
+	}
+}
+
+// TestPruneWhenIdle: an idle server prunes once per idle spell, once pruneAfter has passed,
+// and returns the memory after it; a kernel without FUSE_NOTIFY_PRUNE is not asked again.
+func TestPruneWhenIdle(t *testing.T) {
+	var returns, prunes, result atomic.Int32
+	freeOSMemory = func() { returns.Add(1) }
+	pruneNodes = func(*Server) (int, syscall.Errno) { prunes.Add(1); return 1, syscall.Errno(result.Load()) }
+	defer func() { freeOSMemory, pruneNodes = debug.FreeOSMemory, (*Server).prune }()
+	s := &Server{u: &unionFS{}, raw: &hookedFS{}, done: make(chan struct{})}
+	defer close(s.done)
+	s.ReturnMemoryWhenIdle(20*time.Millisecond, 60*time.Millisecond)
+	l := &s.raw.load
+	busy := func() { // requests for 100 ms: the loop sees some whenever it started
+		for start := time.Now(); time.Since(start) < 100*time.Millisecond; runtime.Gosched() {
+			l.enter()
+			l.leave()
+		}
+	}
+	busy()
+	waitFor(t, "a prune", func() bool { return prunes.Load() == 1 })
+	// Returned once before the prune (20 ms idle) and once after it.
+	waitFor(t, "memory returned after the prune", func() bool { return returns.Load() == 2 })
+	time.Sleep(200 * time.Millisecond) // ten idle periods: nothing more
+	if p, r := prunes.Load(), returns.Load(); p != 1 || r != 2 {
+		t.Fatalf("over one idle spell: %d prunes, %d returns; want 1 and 2", p, r)
+	}
+	// A new spell, on a kernel that cannot be asked: tried once, never again.
+	result.Store(int32(syscall.ENOSYS))
+	busy()
+	waitFor(t, "a second prune", func() bool { return prunes.Load() == 2 })
+	busy()
+	waitFor(t, "memory returned in the third spell", func() bool { return returns.Load() == 4 })
+	time.Sleep(100 * time.Millisecond)
+	if p := prunes.Load(); p != 2 {
+		t.Fatalf("pruned %d times, want no more after ENOSYS", p)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/layerfs/layerfs/unionfs"
 )
@@ -113,6 +114,15 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 				return fmt.Errorf("option gomaxprocs=%q: want a number of processors from 1", val)
 			}
 			cfg.Procs = n
+		case "idle_prune":
+			n, err := strconv.ParseUint(val, 10, 31)
+			if err != nil {
+				return fmt.Errorf("option idle_prune=%q: want a number of seconds (0: never)", val)
+			}
+			cfg.IdlePrune = time.Duration(n) * time.Second
+			if n == 0 {
+				cfg.IdlePrune = -1
+			}
 		case "fsname":
 			cfg.FsName = val
 		case "subtype":

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/layerfs/layerfs/unionfs"
 )
@@ -52,6 +53,10 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,subtype=mine,fsname=src", want: unionfs.Config{Lowers: []string{"/a"}, Subtype: "mine", FsName: "src"}},
 		{in: "lowerdir=/a,log=/var/log/l", want: unionfs.Config{Lowers: []string{"/a"}}},
 		{in: "lowerdir=/a,io_uring=maybe", wantErr: "io_uring"},
+		{in: "lowerdir=/a,idle_prune=300", want: unionfs.Config{Lowers: []string{"/a"}, IdlePrune: 300 * time.Second}},
+		{in: "lowerdir=/a,idle_prune=0", want: unionfs.Config{Lowers: []string{"/a"}, IdlePrune: -1}},
+		{in: "lowerdir=/a,idle_prune=-5", wantErr: "idle_prune"},
+		{in: "lowerdir=/a,idle_prune=1m", wantErr: "idle_prune"},
 	}
 	for _, c := range cases {
 		var cfg unionfs.Config

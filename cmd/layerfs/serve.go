@@ -127,7 +127,14 @@ func serve(srv *unionfs.Server, cfg unionfs.Config, stderr io.Writer, sigs chan 
 	if cfg.Debug && cfg.DebugLog != nil {
 		fmt.Fprintf(cfg.DebugLog, "layerfs: Go processors: %d\n", runtime.GOMAXPROCS(0))
 	}
-	srv.ReturnMemoryWhenIdle(idleMemory)
+	prune := cfg.IdlePrune
+	switch {
+	case prune == 0:
+		prune = unionfs.DefaultIdlePrune
+	case prune < 0:
+		prune = 0
+	}
+	srv.ReturnMemoryWhenIdle(idleMemory, prune)
 	// LAYERFS_CPUPROFILE=FILE writes a CPU profile of the server's life (go tool pprof).
 	if p := os.Getenv("LAYERFS_CPUPROFILE"); p != "" {
 		if f, err := os.Create(p); err == nil {
