@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -138,8 +139,14 @@ func benchImpls() []string {
 // benchMount mounts the bench stack with impl on a fresh, empty upper and returns the mountpoint.
 func benchMount(b *testing.B, impl string) string {
 	b.Helper()
+	return benchMountOn(b, impl, benchLowers(b))
+}
+
+// benchMountOn mounts lowers with impl on a fresh, empty upper and returns the mountpoint.
+func benchMountOn(b *testing.B, impl string, lowers []string) string {
+	b.Helper()
 	root := b.TempDir()
-	st := stack{Lowers: benchLowers(b), Upper: mkdir(b, root, "upper"), Work: mkdir(b, root, "work")}
+	st := stack{Lowers: lowers, Upper: mkdir(b, root, "upper"), Work: mkdir(b, root, "work")}
 	mnt := mkdir(b, root, "mnt")
 	switch impl {
 	case "kernel":
@@ -446,7 +453,8 @@ func BenchmarkServerMemory(b *testing.B) {
 	}
 }
 
-// BenchmarkDensity mounts the stack LAYERFS_DENSITY_MOUNTS times (20 unless set) with layerfs
+// BenchmarkDensity mounts the stack LAYERFS_DENSITY_MOUNTS times (20 unless set; the layers of
+// LAYERFS_DENSITY_LOWERS, topmost first and colon-separated, instead if set) with layerfs
 // and with fuse-overlayfs (when installed), walks each mount once, and reports the servers'
 // resident memory in all after the walks and once they have been idle a while (layerfs gives
 // memory back after 10 s without requests, and after a minute asks the kernel to forget the
@@ -454,6 +462,12 @@ func BenchmarkServerMemory(b *testing.B) {
 // container, most of them idle most of the time.
 func BenchmarkDensity(b *testing.B) {
 	mounts := envCount(b, "LAYERFS_DENSITY_MOUNTS", 20)
+	var lowers []string
+	if l := os.Getenv("LAYERFS_DENSITY_LOWERS"); l != "" {
+		lowers = strings.Split(l, ":")
+	} else {
+		lowers = benchLowers(b)
+	}
 	impls := []string{testedName()}
 	if _, err := exec.LookPath("fuse-overlayfs"); err == nil {
 		impls = append(impls, "fuse-overlayfs")
@@ -463,7 +477,7 @@ func BenchmarkDensity(b *testing.B) {
 			for range b.N {
 				mnts := make([]string, mounts)
 				for i := range mnts {
-					mnts[i] = benchMount(b, impl)
+					mnts[i] = benchMountOn(b, impl, lowers)
 				}
 				names := 0
 				for _, m := range mnts {
