@@ -166,6 +166,11 @@ var requestBudget = []struct {
 	{"chmod", func(t *testing.T, mnt string, i int) {
 		must(t, os.Chmod(filepath.Join(mnt, "d", "new"+strconv.Itoa(i)), 0o600))
 	}, map[string]int{"SETATTR": 1}},
+	{"chown (tar x as root)", func(t *testing.T, mnt string, i int) {
+		// Before any change of owner the kernel asks whether the file has a capability to
+		// drop (notify_change's ATTR_KILL_PRIV; it caches no answer): a GETXATTR every time.
+		must(t, os.Chown(filepath.Join(mnt, "d", "new"+strconv.Itoa(i)), 0, 0))
+	}, map[string]int{"GETXATTR security.capability": 1, "SETATTR": 1}},
 }
 
 // n is how many times TestRequestCounts repeats each operation.
