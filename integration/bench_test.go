@@ -457,7 +457,7 @@ func BenchmarkServerMemory(b *testing.B) {
 // LAYERFS_DENSITY_LOWERS, topmost first and colon-separated, instead if set) with layerfs
 // and with fuse-overlayfs (when installed), walks each mount once, and reports the servers'
 // resident memory in all after the walks and once they have been idle a while (layerfs gives
-// memory back after 10 s without requests, and after a minute asks the kernel to forget the
+// memory back after 10 s without requests, and after five minutes asks the kernel to forget the
 // names nothing uses, which frees its nodes), and per mount: a container host runs a mount per
 // container, most of them idle most of the time.
 func BenchmarkDensity(b *testing.B) {

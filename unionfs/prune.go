@@ -22,7 +22,7 @@ import (
 // DefaultIdlePrune is how long a server goes without requests before it prunes, unless
 // Config.IdlePrune says otherwise: long enough that a mount in use keeps its cache between
 // bursts of work, short enough that a host's idle mounts give their memory back.
-const DefaultIdlePrune = time.Minute
+const DefaultIdlePrune = 5 * time.Minute
 
 // nodeIDOffset is where fs.Inode keeps the kernel's node id, which FUSE_NOTIFY_PRUNE names
 // inodes by; ok is false if go-fuse no longer has the field. go-fuse has Inode.NotifyPrune,
