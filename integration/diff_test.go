@@ -137,10 +137,23 @@ func TestDifferentialNoOpen(t *testing.T) {
 	})
 }
 
+// TestDifferentialForget is TestDifferential with the kernel made to forget every name it
+// does not use, every 15 ms and at each checkpoint, as under memory pressure or after an idle
+// server's prune: layerfs serves operations from nodes made afresh, its FORGETs racing with
+// them, and every name must show the same, inode numbers included, as just before.
+func TestDifferentialForget(t *testing.T) {
+	needMounts(t)
+	forSeeds(t, func(t *testing.T, seed int64) {
+		runDifferential(t, seed, diffOps(), mode{kernel: kernelOpts, forget: true})
+	})
+}
+
 // mode is how both sides of a differential run are mounted.
 type mode struct {
 	kernel  []string // kernel overlayfs options
 	layerfs []string // extra arguments for the program under test
+	// forget makes the kernel drop its unused names and inodes at each checkpoint.
+	forget bool
 }
 
 // prevTimes remembers, per path, whether its mtime was still the stack's original one.
@@ -175,6 +188,25 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 		}
 	}()
 
+	if m.forget {
+		// Besides the checkpoints, at any moment: the kernel's FORGETs race with the
+		// operations and lookups, as memory pressure makes them.
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(15 * time.Millisecond):
+					os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0o200)
+				}
+			}
+		}()
+		defer func() { close(stop); <-done }()
+	}
+
 	g := &opGen{rnd: rand.New(rand.NewSource(seed))}
 	kprev := snapshot(t, kmnt, false)
 	lprev := snapshot(t, lmnt, true)
@@ -200,6 +232,11 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 			}, k, l)
 			kprev, lprev = k, l
 			g.update(k)
+			if m.forget {
+				forgetNames(t)
+				r.trees(fmt.Sprintf("%s after op %d, once the kernel forgot its names, vs before", testedName(), i),
+					compareSameInodes, l, snapshot(t, lmnt, true))
+			}
 		}
 	}
 
@@ -300,5 +337,26 @@ func unmountKernelNow(t testing.TB, mnt string) {
 	t.Helper()
 	if err := syscallUnmount(mnt); err != nil {
 		t.Fatalf("umount %s: %v", mnt, err)
+	}
+}
+
+// forgetNames makes the kernel drop every dentry and inode nothing uses, in every filesystem
+// (drop_caches 2): for a FUSE mount, a FORGET for each of them.
+func forgetNames(t testing.TB) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0o200); err != nil {
+		t.Fatalf("drop_caches: %v", err)
+	}
+}
+
+// compareSameInodes compares two snapshots of one mount like compareTrees, and each name's
+// inode number too.
+func compareSameInodes(t testing.TB, before, after tree) {
+	t.Helper()
+	compareTrees(t, before, after)
+	for p, b := range before {
+		if a, ok := after[p]; ok && a.ino != b.ino {
+			t.Errorf("%s: inode %d, then %d", p, b.ino, a.ino)
+		}
 	}
 }

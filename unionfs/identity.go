@@ -21,23 +21,37 @@ type dirIdentities struct {
 }
 
 // claim records that dir, about to be returned for name in parent, holds ino. It fails with
-// ESTALE when another directory that is still in the tree holds it.
+// ESTALE when another directory that is still in the tree (inTree) holds it.
 func (d *dirIdentities) claim(ino uint64, dir *node, parent *fs.Inode, name string) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if prev, ok := d.byNo[ino]; ok {
-		if pname, pparent := prev.Parent(); pparent != nil {
-			if pparent != parent || pname != name {
-				return syscall.ESTALE
-			}
-			return 0 // the same directory looked up again: go-fuse keeps prev
+	if prev, ok := d.byNo[ino]; ok && inTree(prev.EmbeddedInode()) {
+		if pname, pparent := prev.Parent(); pparent != parent || pname != name {
+			return syscall.ESTALE
 		}
+		return 0 // the same directory looked up again: go-fuse keeps prev
 	}
 	if d.byNo == nil {
 		d.byNo = map[uint64]*node{}
 	}
 	d.byNo[ino] = dir
 	return 0
+}
+
+// inTree reports whether n is reached from the root through the tree's names. A directory the
+// kernel has forgotten is not, once a lookup has put a new node at its name, even while go-fuse
+// keeps it for a child whose FORGET has not been served yet: go-fuse then leaves its old parent
+// link in place, and the two FORGETs may be served in either order (a race the kernel's memory
+// pressure, or a prune, can start at any time).
+func inTree(n *fs.Inode) bool {
+	for !n.IsRoot() {
+		name, parent := n.Parent()
+		if parent == nil || parent.GetChild(name) != n {
+			return false
+		}
+		n = parent
+	}
+	return true
 }
 
 // forget drops dir's claim once the kernel has forgotten it.
