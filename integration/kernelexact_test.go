@@ -475,3 +475,62 @@ func TestSetIDAfterPassthroughOpen(t *testing.T) {
 		return []string{chmod, wrote, attrs(p)}
 	}, documented)
 }
+
+// TestRenameOverFullUpperDir: renaming a directory over a directory of the upper alone that has
+// entries fails with ENOTEMPTY, and, as on the kernel, only after the source was copied up
+// (with redirect_dir=on a directory with lower parts moves, so it is): the source then shows
+// the link count of a merged directory, and its parent a new mtime (not so for a directory of
+// the upper alone). Without redirect_dir the move of such a directory fails with EXDEV first, and nothing
+// changes.
+func TestRenameOverFullUpperDir(t *testing.T) {
+	needMounts(t)
+	for _, redirect := range []bool{true, false} {
+		t.Run(fmt.Sprintf("redirect_dir=%v", redirect), func(t *testing.T) {
+			root := t.TempDir()
+			base := newStack(t, filepath.Join(root, "base"))
+			lower, upper := builder{t, base.Lowers[0]}, builder{t, base.Upper}
+			lower.file("p/merged/f", "lower", 0o644)
+			lower.file("p/lowonly/g", "lower", 0o644)
+			upper.file("p/merged/u", "upper", 0o644)
+			upper.file("full/x", "upper", 0o644)
+			upper.dir("pureup", 0o755)
+			lower.settle()
+			upper.settle()
+			var kopts, lopts []string
+			if redirect {
+				kopts, lopts = []string{"redirect_dir=on"}, []string{"-o", "redirect_dir=on"}
+			}
+			answers := map[string][]string{}
+			for _, side := range []string{"kernel", testedName()} {
+				copyTree(t, filepath.Join(root, "base"), filepath.Join(root, side))
+				st := rebase(base, filepath.Join(root, "base"), filepath.Join(root, side))
+				mnt := mkdir(t, root, "mnt-"+side)
+				if side == "kernel" {
+					mountKernel(t, st, mnt, append([]string{"index=on", "metacopy=off"}, kopts...)...)
+				} else {
+					mountLayerfs(t, st, mnt, lopts...)
+				}
+				p := func(n string) string { return filepath.Join(mnt, n) }
+				var out []string
+				for _, src := range []string{"p/merged", "p/lowonly", "pureup"} {
+					var before, after, st unix.Stat_t
+					must(t, unix.Stat(filepath.Dir(p(src)), &before))
+					out = append(out, src+" over full: "+errName(unix.Rename(p(src), p("full"))))
+					err := unix.Stat(p(src), &st)
+					must(t, unix.Stat(filepath.Dir(p(src)), &after))
+					out = append(out, fmt.Sprintf("%s: %s nlink %d, parent's mtime moved %v, atime moved %v",
+						src, errName(err), st.Nlink, after.Mtim != before.Mtim, after.Atim != before.Atim))
+				}
+				answers[side] = out
+			}
+			want, got := answers["kernel"], answers[testedName()]
+			for i := range max(len(want), len(got)) {
+				if i >= len(want) || i >= len(got) || want[i] != got[i] {
+					t.Errorf("answers differ:\n kernel: %q\n %s: %q", want, testedName(), got)
+					break
+				}
+			}
+			t.Logf("%q", want)
+		})
+	}
+}

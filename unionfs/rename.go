@@ -68,6 +68,10 @@ type renamePlan struct {
 	srcIsDir, dstIsDir bool
 	// nothing: the two names are one object's, and rename does nothing.
 	nothing bool
+	// dstFull: the destination is a directory of the upper alone with entries, over which
+	// the upper's rename fails with ENOTEMPTY.
+	dstFull bool
+
 	// Filled in by copyUp:
 	srcNode, dstNode *node // dstNode only when the destination object changes too
 	srcBelow         int   // the lower layer that shows name, which then needs a whiteout; -1
@@ -116,7 +120,13 @@ func (n *node) planRename(name string, np *node, newName string, flags uint32) (
 	}
 	if !p.exchange && p.dstIsDir {
 		if errno := n.u.checkEmpty(p.dst.Parts); errno != 0 {
-			return nil, errno
+			// Over a directory of the upper alone the kernel leaves the check to the
+			// upper's own rename, after the copy-ups and the marks: a rename that fails
+			// there still leaves the source copied up, as here (act).
+			if errno != syscall.ENOTEMPTY || n.u.hasLowerParts(&p.dst) {
+				return nil, errno
+			}
+			p.dstFull = true
 		}
 	}
 	return p, 0
@@ -169,9 +179,12 @@ func (p *renamePlan) act() syscall.Errno {
 		return toErrno(err)
 	}
 	defer dd.Release()
-	aufsAtDst, errno := p.clearDestination(dd.FD)
-	if errno != 0 {
-		return errno
+	var aufsAtDst bool
+	var errno syscall.Errno
+	if !p.dstFull {
+		if aufsAtDst, errno = p.clearDestination(dd.FD); errno != 0 {
+			return errno
+		}
 	}
 	// A directory with lower parts records where they are (redirect_dir=on); one without
 	// arriving in a merged directory must not merge with a lower namesake there.
@@ -197,6 +210,13 @@ func (p *renamePlan) act() syscall.Errno {
 	}
 	if err := p.renameat(sd.FD, dd.FD); err != nil {
 		undo()
+		if p.dstFull && u.hasLowerParts(&p.src) {
+			// The kernel's overlayfs leaves the source's parent with a new mtime when the
+			// move of a directory with lower parts fails in the upper (its atime stays;
+			// the move of a directory of the upper alone leaves both).
+			unix.UtimesNanoAt(sd.FD, ".", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0)
+			p.from.NotifyContent(-1, 0)
+		}
 		return toErrno(err)
 	}
 	if p.srcBelow >= 0 {
