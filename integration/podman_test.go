@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -360,4 +361,36 @@ func dropLinked(s string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// TestPodmanIdlePrune: a running container's rootfs mounted by layerfs, once its server has
+// pruned (idle_prune=1), still has every mount the engine made inside it (/proc, /dev,
+// /sys, the bind-mounted /etc/hosts and /etc/hostname) and reads its files.
+func TestPodmanIdlePrune(t *testing.T) {
+	needPodman(t)
+	dir := t.TempDir()
+	tarball := rootfsTar(t, dir, false)
+	logPath := filepath.Join(dir, "server.log")
+	// A mount program that traces, so the test sees the prune happen.
+	wrapper := filepath.Join(dir, "layerfs-traced")
+	must(t, os.WriteFile(wrapper, []byte(fmt.Sprintf("#!/bin/sh\nexec %q --debug -o idle_prune=1 \"$@\" 2>>%q\n", bin, logPath)), 0o755))
+	e := newEngine(t, "prune", mkdir(t, dir, "store"), wrapper)
+	e.baseImage(tarball)
+	e.run("podman", "run", "-d", "--name", "c1", "localhost/base:1", "sleep", "600")
+	defer e.run("podman", "rm", "-f", "-t", "0", "c1")
+	inside := "grep -c . /proc/self/mountinfo; awk '{print $5}' /proc/self/mountinfo | sort | tr '\\n' ' '; cat /etc/hostname /etc/hosts > /dev/null && echo read; ls -R /etc /bin | wc -l"
+	before := e.run("podman", "exec", "c1", "sh", "-c", inside)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		data, err := os.ReadFile(logPath)
+		must(t, err)
+		if strings.Contains(string(data), "layerfs: idle: asked the kernel to forget") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the container's server never pruned")
+		}
+	}
+	if after := e.run("podman", "exec", "c1", "sh", "-c", inside); after != before {
+		t.Errorf("inside the container after the prune:\n%s\nbefore:\n%s", after, before)
+	}
 }
