@@ -25,7 +25,7 @@ import (
 const DefaultIdlePrune = 5 * time.Minute
 
 // nodeIDOffset is where fs.Inode keeps the kernel's node id, which FUSE_NOTIFY_PRUNE names
-// inodes by; ok is false if go-fuse no longer has the field. go-fuse has Inode.NotifyPrune,
+// inodes by; nodeIDKnown is false if go-fuse no longer has the field. go-fuse has Inode.NotifyPrune,
 // but it sends only when its bridge talks to the fuse.Server itself, and ours talks to
 // backingHooks (passthrough.go); it exports no other way to the id.
 var nodeIDOffset, nodeIDKnown = func() (uintptr, bool) {
@@ -36,7 +36,7 @@ var nodeIDOffset, nodeIDKnown = func() (uintptr, bool) {
 	return f.Offset, true
 }()
 
-// kernelNodeID is the node id the kernel knows in by.
+// kernelNodeID is the node id the kernel knows it by.
 func kernelNodeID(in *fs.Inode) uint64 {
 	return *(*uint64)(unsafe.Add(unsafe.Pointer(in), nodeIDOffset))
 }
@@ -64,7 +64,7 @@ func pruneOrder(root *fs.Inode) []uint64 {
 		return cs
 	}
 	var ids []uint64
-	seen := map[*fs.Inode]bool{root: true} // hard links have a node under each name
+	seen := map[*fs.Inode]bool{root: true} // a hard link's one node is under each of its names
 	stack := []frame{{root, childrenOf(root)}}
 	for len(stack) > 0 {
 		top := &stack[len(stack)-1]
