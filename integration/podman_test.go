@@ -245,14 +245,16 @@ func TestPodman(t *testing.T) {
 		add("image after build", e.run("podman", "run", "--rm", "localhost/test:1", "sh", "-c", listing))
 
 		e.run("podman", "run", "-d", "--name", "c1", "localhost/test:1", "sleep", "600")
-		merged := strings.TrimSpace(e.run("podman", "inspect", "--format", "{{.GraphDriver.Data.MergedDir}}", "c1"))
+		merged := strings.TrimSpace(e.run("podman", "container", "inspect", "--format", "{{.GraphDriver.Data.MergedDir}}", "c1"))
 		typ := mountType(t, merged)
 		if side.program != "" && typ != "fuse.layerfs" {
 			t.Errorf("%s: the running container's rootfs %s is mounted as %q, want fuse.layerfs", e.name, merged, typ)
 		}
 		e.run("podman", "exec", "c1", "sh", "-ec", containerWrites)
 		add("container after writes", e.run("podman", "exec", "c1", "sh", "-c", listing))
-		diff := strings.Split(strings.TrimSpace(e.run("podman", "diff", "c1")), "\n")
+		// "podman diff c1" looks for an image first, and c1 is also a prefix of image IDs:
+		// one in 256 has it, and then its diff is that image's.
+		diff := strings.Split(strings.TrimSpace(e.run("podman", "container", "diff", "c1")), "\n")
 		sort.Strings(diff)
 		add("podman diff", strings.Join(diff, "\n"))
 		e.run("podman", "commit", "-q", "c1", "localhost/test:2")
