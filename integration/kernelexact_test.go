@@ -534,3 +534,65 @@ func TestRenameOverFullUpperDir(t *testing.T) {
 		})
 	}
 }
+
+// TestHardLinkUnderRedirect copies up a lower hard link one of whose names is reached only
+// through a redirect: its directory was renamed (redirect_dir=on), and the directory's old
+// name reused and removed, so the lower path of that name is hidden by a whiteout. The
+// kernel's index shows the copy under that name too; layerfs links it there at copy-up, so
+// that the kernel mounting layerfs's upper shows it as well.
+func TestHardLinkUnderRedirect(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	base := newStack(t, filepath.Join(root, "base"))
+	lower := builder{t, base.Lowers[0]}
+	lower.file("d1/g/h3", "lower", 0o644)
+	lower.link("d1/g/h3", "h1")
+	lower.dir("dacl", 0o755)
+	lower.settle()
+	shown := func(mnt string) string {
+		var st unix.Stat_t
+		name := filepath.Join(mnt, "dacl/sub/g/h3")
+		if err := unix.Stat(name, &st); err != nil {
+			return errName(err)
+		}
+		data, err := os.ReadFile(name)
+		must(t, err)
+		return fmt.Sprintf("nlink %d, %q", st.Nlink, data)
+	}
+	answers := map[string]string{}
+	for _, side := range []string{"kernel", testedName()} {
+		copyTree(t, filepath.Join(root, "base"), filepath.Join(root, side))
+		st := rebase(base, filepath.Join(root, "base"), filepath.Join(root, side))
+		mnt := mkdir(t, root, "mnt-"+side)
+		if side == "kernel" {
+			mountKernel(t, st, mnt, "index=on", "metacopy=off", "redirect_dir=on")
+		} else {
+			mountLayerfs(t, st, mnt, "-o", "redirect_dir=on")
+		}
+		p := func(n string) string { return filepath.Join(mnt, n) }
+		must(t, os.Rename(p("d1"), p("dacl/sub")))
+		must(t, os.Mkdir(p("d1"), 0o755))
+		must(t, os.Remove(p("d1")))
+		f, err := os.OpenFile(p("h1"), os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		_, err = f.WriteString(" and more")
+		must(t, err)
+		must(t, f.Close())
+		answers[side] = shown(mnt)
+		if side != "kernel" {
+			unmountFuse(t, mnt)
+			again := mkdir(t, root, "kernel-on-"+side)
+			mountKernel(t, st, again, "redirect_dir=on", "metacopy=off")
+			answers["the kernel on "+side+"'s upper"] = shown(again)
+		}
+	}
+	want := answers["kernel"]
+	if want != `nlink 2, "lower and more"` {
+		t.Fatalf("the kernel shows dacl/sub/g/h3 as %s; the test expects what it showed when written", want)
+	}
+	for side, got := range answers {
+		if got != want {
+			t.Errorf("%s: dacl/sub/g/h3 is %s, the kernel shows %s", side, got, want)
+		}
+	}
+}

@@ -16,6 +16,9 @@ func (u *unionFS) linkUpOthers(ctx context.Context, root *node, src merge.Part, 
 	if err != nil {
 		return err
 	}
+	if paths, err = u.mergedNames(l.Index, paths); err != nil {
+		return err
+	}
 	doneDir, doneName := merge.SplitPath(donePath)
 	for _, p := range paths {
 		if p == donePath {
@@ -58,4 +61,49 @@ func (u *unionFS) linkInUpper(fromDir, fromName, toDir, toName string) error {
 	}
 	restoreTimes(td.FD, &st)
 	return nil
+}
+
+// mergedNames returns the merged paths that may show the objects at paths of lower layer
+// layer: each path itself, and, where directories of the upper redirect to a directory
+// holding one, the path below each of them. The kernel finds such names through its index
+// when they are looked up; layerfs links them all at copy-up, so it has to find them first.
+// Redirects in lower layers are not followed back (layers from images carry none). Callers
+// resolve each path to check that it shows the object.
+func (u *unionFS) mergedNames(layer int, paths []string) ([]string, error) {
+	if !u.hasUpper || !u.FollowRedirects {
+		return paths, nil
+	}
+	dirs, err := u.redirected()
+	if err != nil || len(dirs) == 0 {
+		return paths, err
+	}
+	// Where each redirected directory's part in the layer is.
+	from := map[string][]string{}
+	for _, d := range dirs {
+		res, errno := u.ResolvePath(d)
+		if errno != 0 {
+			continue
+		}
+		for _, part := range res.Parts {
+			if part.Layer == layer && part.Path != d {
+				from[part.Path] = append(from[part.Path], d)
+			}
+		}
+	}
+	out := append([]string(nil), paths...)
+	seen := map[string]bool{}
+	for _, p := range paths {
+		seen[p] = true
+	}
+	for _, p := range paths {
+		for dir, _ := merge.SplitPath(p); dir != ""; dir, _ = merge.SplitPath(dir) {
+			for _, d := range from[dir] {
+				if q := d + p[len(dir):]; !seen[q] {
+					seen[q] = true
+					out = append(out, q)
+				}
+			}
+		}
+	}
+	return out, nil
 }

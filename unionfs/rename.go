@@ -179,6 +179,12 @@ func (p *renamePlan) act() syscall.Errno {
 		return toErrno(err)
 	}
 	defer dd.Release()
+	if p.srcIsDir || p.dstIsDir {
+		// Told before and after, so that no walk of the upper's redirects made in between
+		// is kept (redirect.go).
+		u.redirects.dirMoved()
+		defer u.redirects.dirMoved()
+	}
 	var aufsAtDst bool
 	var errno syscall.Errno
 	if !p.dstFull {

@@ -41,6 +41,8 @@ type unionFS struct {
 	lockFds []int
 	// problems limits and routes what is reported to a person (problems.go).
 	problems problemLog
+	// redirects are the upper's redirected directories, for hard-link copy-up (redirect.go).
+	redirects redirectedDirs
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

@@ -20,7 +20,7 @@ type hardlinks struct {
 func (l *Layer) HardlinkPaths(ino uint64) ([]string, error) {
 	l.links.once.Do(func() {
 		l.links.paths = map[uint64][]string{}
-		l.links.err = l.Walk("", func(path string, st *unix.Stat_t) {
+		l.links.err = l.Walk("", func(path string, _ int, _ string, st *unix.Stat_t) {
 			if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
 				l.links.paths[st.Ino] = append(l.links.paths[st.Ino], path)
 			}
@@ -29,8 +29,9 @@ func (l *Layer) HardlinkPaths(ino uint64) ([]string, error) {
 	return l.links.paths[ino], l.links.err
 }
 
-// Walk calls fn for every object below directory rel of the layer.
-func (l *Layer) Walk(rel string, fn func(string, *unix.Stat_t)) error {
+// Walk calls fn for every object below directory rel of the layer, with its path, the
+// descriptor of its directory (valid during the call) and its name there.
+func (l *Layer) Walk(rel string, fn func(path string, dirfd int, name string, st *unix.Stat_t)) error {
 	names, err := l.ReadNames(rel)
 	if err != nil {
 		return err
@@ -46,7 +47,7 @@ func (l *Layer) Walk(rel string, fn func(string, *unix.Stat_t)) error {
 			continue
 		}
 		p := JoinPath(rel, name)
-		fn(p, &st)
+		fn(p, d.FD, name, &st)
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 			if err := l.Walk(p, fn); err != nil {
 				return err
