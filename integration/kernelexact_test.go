@@ -548,7 +548,16 @@ func TestHardLinkUnderRedirect(t *testing.T) {
 	lower.file("d1/g/h3", "lower", 0o644)
 	lower.link("d1/g/h3", "h1")
 	lower.dir("dacl", 0o755)
+	lower.file("x/a", "other", 0o644)
+	lower.link("x/a", "y")
 	lower.settle()
+	appendTo := func(name string) {
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
+		must(t, err)
+		_, err = f.WriteString(" and more")
+		must(t, err)
+		must(t, f.Close())
+	}
 	shown := func(mnt string) string {
 		var st unix.Stat_t
 		name := filepath.Join(mnt, "dacl/sub/g/h3")
@@ -570,14 +579,11 @@ func TestHardLinkUnderRedirect(t *testing.T) {
 			mountLayerfs(t, st, mnt, "-o", "redirect_dir=on")
 		}
 		p := func(n string) string { return filepath.Join(mnt, n) }
+		appendTo(p("y"))
 		must(t, os.Rename(p("d1"), p("dacl/sub")))
 		must(t, os.Mkdir(p("d1"), 0o755))
 		must(t, os.Remove(p("d1")))
-		f, err := os.OpenFile(p("h1"), os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
-		_, err = f.WriteString(" and more")
-		must(t, err)
-		must(t, f.Close())
+		appendTo(p("h1"))
 		answers[side] = shown(mnt)
 		if side != "kernel" {
 			unmountFuse(t, mnt)

@@ -16,9 +16,7 @@ func (u *unionFS) linkUpOthers(ctx context.Context, root *node, src merge.Part, 
 	if err != nil {
 		return err
 	}
-	if paths, err = u.mergedNames(l.Index, paths); err != nil {
-		return err
-	}
+	paths = u.mergedNames(l.Index, paths)
 	doneDir, doneName := merge.SplitPath(donePath)
 	for _, p := range paths {
 		if p == donePath {
@@ -68,14 +66,20 @@ func (u *unionFS) linkInUpper(fromDir, fromName, toDir, toName string) error {
 // holding one, the path below each of them. The kernel finds such names through its index
 // when they are looked up; layerfs links them all at copy-up, so it has to find them first.
 // Redirects in lower layers are not followed back (layers from images carry none). Callers
-// resolve each path to check that it shows the object.
-func (u *unionFS) mergedNames(layer int, paths []string) ([]string, error) {
+// resolve each path to check that it shows the object. Where the upper cannot be walked
+// (a directory a rootless server may not read), the copy-up goes on with the lower paths
+// alone, and the problem is logged.
+func (u *unionFS) mergedNames(layer int, paths []string) []string {
 	if !u.hasUpper || !u.FollowRedirects {
-		return paths, nil
+		return paths
 	}
 	dirs, err := u.redirected()
-	if err != nil || len(dirs) == 0 {
-		return paths, err
+	if err != nil {
+		u.logf("looking for redirected directories in the upper: %v; a hard link's names below them are not linked up", err)
+		return paths
+	}
+	if len(dirs) == 0 {
+		return paths
 	}
 	// Where each redirected directory's part in the layer is.
 	from := map[string][]string{}
@@ -105,5 +109,5 @@ func (u *unionFS) mergedNames(layer int, paths []string) ([]string, error) {
 			}
 		}
 	}
-	return out, nil
+	return out
 }

@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"errors"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -30,7 +31,8 @@ func (l *Layer) HardlinkPaths(ino uint64) ([]string, error) {
 }
 
 // Walk calls fn for every object below directory rel of the layer, with its path, the
-// descriptor of its directory (valid during the call) and its name there.
+// descriptor of its directory (valid during the call) and its name there. A directory below
+// rel that goes away during the walk (the upper changes while mounted) is skipped.
 func (l *Layer) Walk(rel string, fn func(path string, dirfd int, name string, st *unix.Stat_t)) error {
 	names, err := l.ReadNames(rel)
 	if err != nil {
@@ -49,7 +51,7 @@ func (l *Layer) Walk(rel string, fn func(path string, dirfd int, name string, st
 		p := JoinPath(rel, name)
 		fn(p, d.FD, name, &st)
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := l.Walk(p, fn); err != nil {
+			if err := l.Walk(p, fn); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
 				return err
 			}
 		}
