@@ -21,9 +21,12 @@ import (
 // set-group-id bit only where the group may execute. With it the kernel tells us which
 // callers lack CAP_FSETID (FUSE_WRITE_KILL_SUIDGID on WRITE, FATTR_KILL_SUIDGID on SETATTR,
 // which is also how an O_TRUNC arrives) and leaves the dropping to us, which we do with
-// the kernel's rule. Writes we never see (passthrough) cannot drop anything: a file that
-// carries a set-id bit or a capability is therefore never opened for writing by passthrough
-// (passthrough.go), and writes to it come through Write.
+// the kernel's rule. Where the kernel drops privileges itself before a change (its
+// file_remove_privs: before a write, through passthrough too, or an fallocate) it sends a
+// SETATTR naming no attribute, answered by chownNoIDs (setattr.go). Writes we never see
+// (passthrough) drop nothing else, so a file that carries a set-id bit or a capability is
+// never opened for writing by passthrough (passthrough.go), and writes to it come through
+// Write.
 
 // capabilityXattr holds a file capability.
 const capabilityXattr = "security.capability"

@@ -40,6 +40,12 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	if name == "" {
 		name = "."
 	}
+	if !sizeOK && !modeOK && !uidOK && !gidOK && !atimeOK && !mtimeOK && in.Valid&fuse.FATTR_CTIME == 0 {
+		if errno := n.chownNoIDs(ctx, f, d.FD, name); errno != 0 {
+			return errno
+		}
+		return n.Getattr(ctx, f, out)
+	}
 
 	killSuidgid := in.Valid&fuse.FATTR_KILL_SUIDGID != 0
 	if (uidOK || gidOK) && killSuidgid && !modeOK && callerNotRoot(ctx) {
@@ -90,6 +96,43 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		}
 	}
 	return n.Getattr(ctx, f, out)
+}
+
+// chownNoIDs answers a change of attributes that names none. FUSE sends one for chown(2)
+// with -1 for both ids, and when the kernel drops privileges before a write, a truncate or an
+// fallocate (removing a capability itself, by REMOVEXATTR, first). The kernel's overlayfs
+// moves the ctime on chown, and for a non-directory a caller without CAP_FSETID loses the
+// set-user-id bit, and the set-group-id bit where the group may execute or the caller is not
+// in the group. The request does not say which case it is: chown(-1, -1) by root also drops
+// a set-user-id bit on the kernel, which a write by root must not, so root keeps them here
+// (README, "What differs").
+func (n *node) chownNoIDs(ctx context.Context, f fs.FileHandle, dirfd int, name string) syscall.Errno {
+	var attr fuse.AttrOut
+	if errno := n.Getattr(ctx, f, &attr); errno != 0 {
+		return errno
+	}
+	mode := attr.Mode & 0o7777
+	kept := mode
+	if n.StableAttr().Mode != unix.S_IFDIR && callerNotRoot(ctx) {
+		kept &^= unix.S_ISUID
+		if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, attr.Gid)) {
+			kept &^= unix.S_ISGID
+		}
+	}
+	if kept != mode {
+		// Through setOwnerMode, so that a mode kept in an override attribute changes.
+		return n.u.setOwnerMode(dirfd, name, true, kept, false, 0, false, 0)
+	}
+	// Move the ctime and nothing else: a chmod to the layer object's own mode (a chown of
+	// it, as root, would drop its set-id bits); a symbolic link has no mode to set.
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return toErrno(err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return toErrno(unix.Fchownat(dirfd, name, -1, -1, unix.AT_SYMLINK_NOFOLLOW))
+	}
+	return toErrno(unix.Fchmodat(dirfd, name, st.Mode&0o7777, 0))
 }
 
 // truncate sets the size through the open file when there is one, else by opening it.
