@@ -446,7 +446,8 @@ func TestSetIDDropped(t *testing.T) {
 // set-user-id bit (root's call too), the set-group-id bit where the group may execute or
 // the caller is neither root nor in the group, and the capability; a directory keeps its
 // bits (pjdfstest's chown/00.t shows the kernel's choices). By root, layerfs keeps the
-// set-id bits (README, "What differs").
+// set-id bits (README, "What differs"). The user owns the files; a user's call on another's
+// set-id file fails on the kernel and changes nothing on layerfs (README).
 func TestChownNoIDs(t *testing.T) {
 	needMounts(t)
 	objects := map[string]struct {
@@ -528,6 +529,37 @@ func TestChownNoIDs(t *testing.T) {
 		}
 		return out
 	}, documented)
+}
+
+// TestLinkKeepsOwner: a new name of an existing object leaves its owner, group, mode and
+// ACLs alone, whoever makes it and wherever: a user linking a file it may write but does not
+// own, a link into a set-group-id directory of another group over a whiteout (the name is
+// built in the work directory there), a link into a directory with a default ACL.
+func TestLinkKeepsOwner(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.file("rootfile", "data\n", 0o666)
+		lower.file("top", "data\n", 0o644)
+		lower.dir("open", 0o777)
+		lower.dir("theirs", 0o2775)
+		lower.chown("theirs", testUID, 5678)
+		lower.file("theirs/f", "x", 0o644)
+		lower.dir("dacl", 0o777)
+		lower.xattr("dacl", posixacl.DefaultXattr, string(aclValue(0o7, 1234, 0o7)))
+		lower.settle()
+	}, 0, nil, testedName(), "noopen")
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		userLink := withFsIDs(func() string { return errName(unix.Link(p("rootfile"), p("open/mine"))) })
+		gone := errName(unix.Unlink(p("theirs/f")))
+		sgidLink := errName(unix.Link(p("top"), p("theirs/f")))
+		aclLink := errName(unix.Link(p("top"), p("dacl/t")))
+		return []string{
+			userLink, attrs(p("rootfile")), attrs(p("open/mine")),
+			gone, sgidLink, attrs(p("top")), attrs(p("theirs/f")),
+			aclLink, attrs(p("dacl/t")),
+		}
+	})
 }
 
 // TestSetIDAfterPassthroughOpen: a file made set-uid while an unprivileged writer already has

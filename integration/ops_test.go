@@ -170,6 +170,8 @@ func (o op) apply(root string) string {
 		return errName(unix.Lsetxattr(p(o.A), posixacl.DefaultXattr, o.Data, 0))
 	case "chgrp":
 		return errName(unix.Lchown(p(o.A), -1, int(o.Off)))
+	case "chown-noids":
+		return errName(unix.Lchown(p(o.A), -1, -1))
 	case "setxattr-private":
 		return errName(unix.Lsetxattr(p(o.A), "trusted.overlay.opaque", []byte("y"), 0))
 	case "create-marker":
@@ -329,7 +331,7 @@ var opKinds = []struct {
 	{"setxattr-private", 1}, {"create-marker", 1},
 	{"setcap", 2}, {"setfacl", 2}, {"setfacl-default", 2},
 	{"user-append", 3}, {"user-truncate", 2}, {"user-create", 2}, {"user-chmod", 2},
-	{"user-chgrp", 1}, {"user-setfacl", 2}, {"user-setcap", 1}, {"user-mkdir", 1},
+	{"user-chgrp", 1}, {"user-chown-noids", 1}, {"user-link", 1}, {"user-setfacl", 2}, {"user-setcap", 1}, {"user-mkdir", 1},
 }
 
 // documented lists the kinds where layerfs differs from the kernel on purpose (README, "What
@@ -377,7 +379,7 @@ func (g *opGen) next() (o op) {
 	}
 	defer func() {
 		// An unprivileged user can change little but what it owns: aim there half the time.
-		if user && len(g.owned) > 0 && g.rnd.Intn(2) == 0 && kind != "create" && kind != "mkdir" {
+		if user && len(g.owned) > 0 && g.rnd.Intn(2) == 0 && kind != "create" && kind != "mkdir" && kind != "chown-noids" {
 			o.A = g.owned[g.rnd.Intn(len(g.owned))]
 		}
 	}()
@@ -413,6 +415,11 @@ func (g *opGen) next() (o op) {
 		}
 	case "chgrp":
 		o.A, o.Off = g.existing(), int64([]int{0, testGID, 5678}[g.rnd.Intn(3)])
+	case "chown-noids":
+		// Directories only: of another's set-id file the kernel refuses it with EPERM where
+		// layerfs changes nothing and succeeds (README), and who owns a file can change
+		// between the checkpoints that update g.owned. TestChownNoIDs covers files.
+		o.A = g.dirs[g.rnd.Intn(len(g.dirs))]
 	case "create-marker":
 		o.A = filepath.Join(g.dirs[g.rnd.Intn(len(g.dirs))], ".wh.marker")
 	case "chmod":

@@ -36,6 +36,9 @@ type slot struct {
 	// access and def are the ACLs an object built in the work directory for this slot must
 	// be given, as creating it in its directory would have (newMode).
 	access, def []byte
+	// link is set when the entry is a new name of an existing object (link, or an O_TMPFILE
+	// file's first name): its owner, group and ACLs are the object's and stay.
+	link bool
 }
 
 // checkName refuses names the merged view cannot hold.
@@ -218,6 +221,9 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 		if err := mk(s.dir.FD, s.name); err != nil {
 			return n.u.failed("create", merge.JoinPath(n.path(), s.name), err)
 		}
+		if s.link {
+			return 0
+		}
 		if err := n.u.chownNew(ctx, s.dir.FD, s.name, &s.dirSt); err != nil {
 			unlinkAny(s.dir.FD, s.name)
 			return toErrno(err)
@@ -227,14 +233,14 @@ func (n *node) makeObject(ctx context.Context, s *slot, isDir bool, mk func(dirf
 	tmp := workdir.TempName()
 	w := n.u.work.FD
 	err := mk(w, tmp)
-	if err == nil {
+	if err == nil && !s.link {
 		err = n.u.chownNew(ctx, w, tmp, &s.dirSt)
-	}
-	if err == nil {
-		err = inheritSetgid(w, tmp, &s.dirSt)
-	}
-	if err == nil {
-		err = s.setInheritedACLs(w, tmp)
+		if err == nil {
+			err = inheritSetgid(w, tmp, &s.dirSt)
+		}
+		if err == nil {
+			err = s.setInheritedACLs(w, tmp)
+		}
 	}
 	if err == nil && isDir {
 		// The name hid a lower object: the new directory must not merge with it.
@@ -387,6 +393,7 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, errno
 	}
 	defer s.dir.Release()
+	s.link = true
 	if p, ok := t.tmpPath(); ok {
 		// An O_TMPFILE file gets its first name.
 		errno = n.makeObject(ctx, &s, false, func(dirfd int, name string) error {

@@ -143,6 +143,12 @@ func callerNotRoot(ctx context.Context) bool {
 	return ok && c.Uid != 0
 }
 
+// callerOwns reports whether the caller of ctx is uid, the owner of an object as shown.
+func callerOwns(ctx context.Context, uid uint32) bool {
+	c, ok := fuse.FromContext(ctx)
+	return ok && c.Uid == uid
+}
+
 // callerInGroup reports whether the caller of ctx is in group gid: its filesystem gid or one
 // of its supplementary groups, which only its /proc entry tells. A caller gone meanwhile
 // counts as outside the group, so the bit is dropped rather than kept.

@@ -105,7 +105,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 // set-user-id bit, and the set-group-id bit where the group may execute or the caller is not
 // in the group. The request does not say which case it is: chown(-1, -1) by root also drops
 // a set-user-id bit on the kernel, which a write by root must not, so root keeps them here
-// (README, "What differs").
+// (README, "What differs"); and chown(-1, -1) of a set-id file by another user than its
+// owner fails on the kernel (the bits' change needs the owner), where a write by such a user
+// must go on: such a request changes nothing here and succeeds.
 func (n *node) chownNoIDs(ctx context.Context, f fs.FileHandle, dirfd int, name string) syscall.Errno {
 	var attr fuse.AttrOut
 	if errno := n.Getattr(ctx, f, &attr); errno != 0 {
@@ -117,6 +119,11 @@ func (n *node) chownNoIDs(ctx context.Context, f fs.FileHandle, dirfd int, name 
 		kept &^= unix.S_ISUID
 		if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, attr.Gid)) {
 			kept &^= unix.S_ISGID
+		}
+		if kept != mode && !callerOwns(ctx, attr.Uid) {
+			// Not the owner's: a chown(-1, -1) that fails with EPERM on the kernel and
+			// changes nothing, or a write that must not fail (Write drops the bits).
+			return 0
 		}
 	}
 	if kept != mode {
