@@ -441,6 +441,77 @@ func TestSetIDDropped(t *testing.T) {
 	})
 }
 
+// TestHardLinkUnderLowerRedirect is TestHardLinkUnderRedirect with the redirect stored in a
+// lower layer, as a layer that was once an upper holds it: a name reached only through it
+// is linked up with the others, whether the kernel had looked it up before the copy-up (one
+// node for both names) or not.
+func TestHardLinkUnderLowerRedirect(t *testing.T) {
+	needMounts(t)
+	for _, lookedUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("looked-up=%v", lookedUp), func(t *testing.T) {
+			root := t.TempDir()
+			base := filepath.Join(root, "base")
+			st := stack{Lowers: []string{mkdir(t, base, "l0"), mkdir(t, base, "l1")}, Upper: mkdir(t, base, "upper"), Work: mkdir(t, base, "work")}
+			top, bottom := builder{t, st.Lowers[0]}, builder{t, st.Lowers[1]}
+			bottom.file("old/h", "lower", 0o644)
+			bottom.link("old/h", "h2")
+			top.dir("new", 0o755)
+			top.xattr("new", "trusted.overlay.redirect", "/old")
+			top.whiteout("old")
+			top.settle()
+			bottom.settle()
+			shown := func(mnt string) string {
+				var st unix.Stat_t
+				name := filepath.Join(mnt, "new/h")
+				if err := unix.Stat(name, &st); err != nil {
+					return errName(err)
+				}
+				data, err := os.ReadFile(name)
+				if err != nil {
+					return errName(err)
+				}
+				return fmt.Sprintf("nlink %d, %q", st.Nlink, data)
+			}
+			answers := map[string]string{}
+			for _, side := range []string{"kernel", testedName()} {
+				copyTree(t, base, filepath.Join(root, side))
+				sst := rebase(st, base, filepath.Join(root, side))
+				mnt := mkdir(t, root, "mnt-"+side)
+				if side == "kernel" {
+					mountKernel(t, sst, mnt, "index=on", "metacopy=off", "redirect_dir=on")
+				} else {
+					mountLayerfs(t, sst, mnt, "-o", "redirect_dir=on")
+				}
+				if lookedUp {
+					var st unix.Stat_t
+					must(t, unix.Stat(filepath.Join(mnt, "new/h"), &st))
+				}
+				f, err := os.OpenFile(filepath.Join(mnt, "h2"), os.O_WRONLY|os.O_APPEND, 0)
+				must(t, err)
+				_, err = f.WriteString(" and more")
+				must(t, err)
+				must(t, f.Close())
+				answers[side] = shown(mnt)
+				if side != "kernel" {
+					unmountFuse(t, mnt)
+					again := mkdir(t, root, "kernel-on-"+side)
+					mountKernel(t, sst, again, "redirect_dir=on", "metacopy=off")
+					answers["the kernel on "+side+"'s upper"] = shown(again)
+				}
+			}
+			want := answers["kernel"]
+			if want != `nlink 2, "lower and more"` {
+				t.Fatalf("the kernel shows new/h as %s; the test expects what it showed when written", want)
+			}
+			for side, got := range answers {
+				if got != want {
+					t.Errorf("%s: new/h is %s, the kernel shows %s", side, got, want)
+				}
+			}
+		})
+	}
+}
+
 // TestChownNoIDs: chown(2) with -1 for both ids, which FUSE passes on as a SETATTR naming no
 // attribute, copies a lower object up and moves its ctime; of a non-directory it drops the
 // set-user-id bit (root's call too), the set-group-id bit where the group may execute or

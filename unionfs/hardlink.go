@@ -62,21 +62,35 @@ func (u *unionFS) linkInUpper(fromDir, fromName, toDir, toName string) error {
 }
 
 // mergedNames returns the merged paths that may show the objects at paths of lower layer
-// layer: each path itself, and, where directories of the upper redirect to a directory
-// holding one, the path below each of them. The kernel finds such names through its index
-// when they are looked up; layerfs links them all at copy-up, so it has to find them first.
-// Redirects in lower layers are not followed back (layers from images carry none). Callers
-// resolve each path to check that it shows the object. Where the upper cannot be walked
-// (a directory a rootless server may not read), the copy-up goes on with the lower paths
-// alone, and the problem is logged.
+// layer: each path itself, and, where directories redirect to a directory holding one, the
+// path below each of them. The directories are the upper's and those of the lower layers
+// above layer, each taken at its own path (a lower layer's directory moved again by a
+// redirect above it is not followed). The kernel finds such names through its index when
+// they are looked up; layerfs links them all at copy-up, so it has to find them first.
+// Callers resolve each path to check that it shows the object. Where a layer cannot be
+// walked (a directory a rootless server may not read), the copy-up goes on without the
+// names it would have given, and the problem is logged.
 func (u *unionFS) mergedNames(layer int, paths []string) []string {
-	if !u.hasUpper || !u.FollowRedirects {
+	if !u.FollowRedirects {
 		return paths
 	}
-	dirs, err := u.redirected()
-	if err != nil {
-		u.logf("looking for redirected directories in the upper: %v; a hard link's names below them are not linked up", err)
-		return paths
+	var dirs []string
+	if u.hasUpper {
+		up, err := u.redirected()
+		if err != nil {
+			u.logf("looking for redirected directories in the upper: %v; a hard link's names below them are not linked up", err)
+		}
+		dirs = append(dirs, up...)
+	}
+	for _, l := range u.Layers[:layer] {
+		if l.Upper {
+			continue
+		}
+		low, err := l.RedirectedDirs()
+		if err != nil {
+			u.logf("looking for redirected directories in layer %s: %v; a hard link's names below them are not linked up", l.Path, err)
+		}
+		dirs = append(dirs, low...)
 	}
 	if len(dirs) == 0 {
 		return paths

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/layerfs/layerfs/whiteout"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +30,30 @@ func (l *Layer) HardlinkPaths(ino uint64) ([]string, error) {
 		})
 	})
 	return l.links.paths[ino], l.links.err
+}
+
+// lowerRedirects lists the directories of a lower layer that carry a redirect. Lowers do not
+// change while mounted, so it is found once, on the first copy-up of a hard link below it.
+type lowerRedirects struct {
+	once  sync.Once
+	paths []string
+	err   error
+}
+
+// RedirectedDirs are the paths of the directories in the layer that carry a redirect; for a
+// lower layer only (an upper changes: package unionfs walks it itself).
+func (l *Layer) RedirectedDirs() ([]string, error) {
+	l.redirects.once.Do(func() {
+		l.redirects.err = l.Walk("", func(path string, dirfd int, name string, st *unix.Stat_t) {
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return
+			}
+			if info, err := whiteout.ReadDirInfo(dirfd, name); err == nil && info.HasRedirect {
+				l.redirects.paths = append(l.redirects.paths, path)
+			}
+		})
+	})
+	return l.redirects.paths, l.redirects.err
 }
 
 // Walk calls fn for every object below directory rel of the layer, with its path, the

@@ -19,6 +19,8 @@ type Layer struct {
 	Index int // position in Stack.Layers: 0 is the topmost
 	// links indexes hard-linked objects of a lower layer, built on first need.
 	links hardlinks
+	// redirects lists a lower layer's redirected directories, found on first need.
+	redirects lowerRedirects
 	// OverrideXattr names the attribute the layer's objects keep their owner and mode in
 	// when they cannot hold them (package unionfs, overridestat.go); "" when they do not. Set before serving.
 	OverrideXattr string
