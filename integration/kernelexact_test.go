@@ -460,54 +460,13 @@ func TestHardLinkUnderLowerRedirect(t *testing.T) {
 			top.whiteout("old")
 			top.settle()
 			bottom.settle()
-			shown := func(mnt string) string {
-				var st unix.Stat_t
-				name := filepath.Join(mnt, "new/h")
-				if err := unix.Stat(name, &st); err != nil {
-					return errName(err)
-				}
-				data, err := os.ReadFile(name)
-				if err != nil {
-					return errName(err)
-				}
-				return fmt.Sprintf("nlink %d, %q", st.Nlink, data)
-			}
-			answers := map[string]string{}
-			for _, side := range []string{"kernel", testedName()} {
-				copyTree(t, base, filepath.Join(root, side))
-				sst := rebase(st, base, filepath.Join(root, side))
-				mnt := mkdir(t, root, "mnt-"+side)
-				if side == "kernel" {
-					mountKernel(t, sst, mnt, "index=on", "metacopy=off", "redirect_dir=on")
-				} else {
-					mountLayerfs(t, sst, mnt, "-o", "redirect_dir=on")
-				}
+			hardLinkShownAlike(t, root, st, "new/h", func(p func(string) string) {
 				if lookedUp {
 					var st unix.Stat_t
-					must(t, unix.Stat(filepath.Join(mnt, "new/h"), &st))
+					must(t, unix.Stat(p("new/h"), &st))
 				}
-				f, err := os.OpenFile(filepath.Join(mnt, "h2"), os.O_WRONLY|os.O_APPEND, 0)
-				must(t, err)
-				_, err = f.WriteString(" and more")
-				must(t, err)
-				must(t, f.Close())
-				answers[side] = shown(mnt)
-				if side != "kernel" {
-					unmountFuse(t, mnt)
-					again := mkdir(t, root, "kernel-on-"+side)
-					mountKernel(t, sst, again, "redirect_dir=on", "metacopy=off")
-					answers["the kernel on "+side+"'s upper"] = shown(again)
-				}
-			}
-			want := answers["kernel"]
-			if want != `nlink 2, "lower and more"` {
-				t.Fatalf("the kernel shows new/h as %s; the test expects what it showed when written", want)
-			}
-			for side, got := range answers {
-				if got != want {
-					t.Errorf("%s: new/h is %s, the kernel shows %s", side, got, want)
-				}
-			}
+				appendTo(t, p("h2"))
+			})
 		})
 	}
 }
@@ -754,39 +713,45 @@ func TestHardLinkUnderRedirect(t *testing.T) {
 	lower.file("x/a", "other", 0o644)
 	lower.link("x/a", "y")
 	lower.settle()
-	appendTo := func(name string) {
-		f, err := os.OpenFile(name, os.O_WRONLY|os.O_APPEND, 0)
-		must(t, err)
-		_, err = f.WriteString(" and more")
-		must(t, err)
-		must(t, f.Close())
-	}
+	hardLinkShownAlike(t, root, base, "dacl/sub/g/h3", func(p func(string) string) {
+		appendTo(t, p("y"))
+		must(t, os.Rename(p("d1"), p("dacl/sub")))
+		must(t, os.Mkdir(p("d1"), 0o755))
+		must(t, os.Remove(p("d1")))
+		appendTo(t, p("h1"))
+	})
+}
+
+// hardLinkShownAlike copies the stack base (below root) for the kernel (index=on) and
+// layerfs, both with redirect_dir=on, runs act on each mount (p makes a path in it), and
+// requires name to show two links and "lower and more" on both, and on the kernel mounting
+// layerfs's upper afterwards.
+func hardLinkShownAlike(t *testing.T, root string, base stack, name string, act func(p func(string) string)) {
+	t.Helper()
 	shown := func(mnt string) string {
 		var st unix.Stat_t
-		name := filepath.Join(mnt, "dacl/sub/g/h3")
-		if err := unix.Stat(name, &st); err != nil {
+		path := filepath.Join(mnt, name)
+		if err := unix.Stat(path, &st); err != nil {
 			return errName(err)
 		}
-		data, err := os.ReadFile(name)
-		must(t, err)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return errName(err)
+		}
 		return fmt.Sprintf("nlink %d, %q", st.Nlink, data)
 	}
+	from := filepath.Dir(base.Work)
 	answers := map[string]string{}
 	for _, side := range []string{"kernel", testedName()} {
-		copyTree(t, filepath.Join(root, "base"), filepath.Join(root, side))
-		st := rebase(base, filepath.Join(root, "base"), filepath.Join(root, side))
+		copyTree(t, from, filepath.Join(root, side))
+		st := rebase(base, from, filepath.Join(root, side))
 		mnt := mkdir(t, root, "mnt-"+side)
 		if side == "kernel" {
 			mountKernel(t, st, mnt, "index=on", "metacopy=off", "redirect_dir=on")
 		} else {
 			mountLayerfs(t, st, mnt, "-o", "redirect_dir=on")
 		}
-		p := func(n string) string { return filepath.Join(mnt, n) }
-		appendTo(p("y"))
-		must(t, os.Rename(p("d1"), p("dacl/sub")))
-		must(t, os.Mkdir(p("d1"), 0o755))
-		must(t, os.Remove(p("d1")))
-		appendTo(p("h1"))
+		act(func(n string) string { return filepath.Join(mnt, n) })
 		answers[side] = shown(mnt)
 		if side != "kernel" {
 			unmountFuse(t, mnt)
@@ -797,11 +762,21 @@ func TestHardLinkUnderRedirect(t *testing.T) {
 	}
 	want := answers["kernel"]
 	if want != `nlink 2, "lower and more"` {
-		t.Fatalf("the kernel shows dacl/sub/g/h3 as %s; the test expects what it showed when written", want)
+		t.Fatalf("the kernel shows %s as %s; the test expects what it showed when written", name, want)
 	}
 	for side, got := range answers {
 		if got != want {
-			t.Errorf("%s: dacl/sub/g/h3 is %s, the kernel shows %s", side, got, want)
+			t.Errorf("%s: %s is %s, the kernel shows %s", side, name, got, want)
 		}
 	}
+}
+
+// appendTo appends " and more" to the file at path.
+func appendTo(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteString(" and more")
+	must(t, err)
+	must(t, f.Close())
 }
