@@ -441,33 +441,53 @@ func TestSetIDDropped(t *testing.T) {
 	})
 }
 
-// TestHardLinkUnderLowerRedirect is TestHardLinkUnderRedirect with the redirect stored in a
-// lower layer, as a layer that was once an upper holds it: a name reached only through it
-// is linked up with the others, whether the kernel had looked it up before the copy-up (one
-// node for both names) or not.
+// TestHardLinkUnderLowerRedirect is TestHardLinkUnderRedirect with the redirects stored in
+// lower layers, as layers that were once uppers hold them: one redirect, and a chain of two
+// through two layers. A name reached only through them is linked up with the others, whether
+// the kernel had looked it up before the copy-up (one node for both names) or not.
 func TestHardLinkUnderLowerRedirect(t *testing.T) {
 	needMounts(t)
-	for _, lookedUp := range []bool{false, true} {
-		t.Run(fmt.Sprintf("looked-up=%v", lookedUp), func(t *testing.T) {
-			root := t.TempDir()
-			base := filepath.Join(root, "base")
-			st := stack{Lowers: []string{mkdir(t, base, "l0"), mkdir(t, base, "l1")}, Upper: mkdir(t, base, "upper"), Work: mkdir(t, base, "work")}
-			top, bottom := builder{t, st.Lowers[0]}, builder{t, st.Lowers[1]}
-			bottom.file("old/h", "lower", 0o644)
-			bottom.link("old/h", "h2")
-			top.dir("new", 0o755)
-			top.xattr("new", "trusted.overlay.redirect", "/old")
-			top.whiteout("old")
-			top.settle()
-			bottom.settle()
-			hardLinkShownAlike(t, root, st, "new/h", func(p func(string) string) {
-				if lookedUp {
-					var st unix.Stat_t
-					must(t, unix.Stat(p("new/h"), &st))
+	for _, chain := range []bool{false, true} {
+		for _, lookedUp := range []bool{false, true} {
+			t.Run(fmt.Sprintf("chain=%v/looked-up=%v", chain, lookedUp), func(t *testing.T) {
+				root := t.TempDir()
+				base := filepath.Join(root, "base")
+				st := stack{Lowers: []string{mkdir(t, base, "l0"), mkdir(t, base, "l1")}, Upper: mkdir(t, base, "upper"), Work: mkdir(t, base, "work")}
+				alias := "new/h"
+				top, bottom := builder{t, st.Lowers[0]}, builder{t, st.Lowers[1]}
+				if chain {
+					// l0's a shows l1's b, whose c shows l2's d.
+					st.Lowers = append(st.Lowers, mkdir(t, base, "l2"))
+					mid := bottom
+					bottom = builder{t, st.Lowers[2]}
+					top.dir("a", 0o755)
+					top.xattr("a", "trusted.overlay.redirect", "/b")
+					top.whiteout("b")
+					mid.dir("b/c", 0o755)
+					mid.xattr("b/c", "trusted.overlay.redirect", "/d")
+					mid.whiteout("d")
+					mid.settle()
+					bottom.file("d/h", "lower", 0o644)
+					bottom.link("d/h", "h2")
+					alias = "a/c/h"
+				} else {
+					top.dir("new", 0o755)
+					top.xattr("new", "trusted.overlay.redirect", "/old")
+					top.whiteout("old")
+					bottom.file("old/h", "lower", 0o644)
+					bottom.link("old/h", "h2")
 				}
-				appendTo(t, p("h2"))
+				top.settle()
+				bottom.settle()
+				hardLinkShownAlike(t, root, st, alias, func(p func(string) string) {
+					if lookedUp {
+						var st unix.Stat_t
+						must(t, unix.Stat(p(alias), &st))
+					}
+					appendTo(t, p("h2"))
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -62,26 +62,57 @@ func (u *unionFS) linkInUpper(fromDir, fromName, toDir, toName string) error {
 }
 
 // mergedNames returns the merged paths that may show the objects at paths of lower layer
-// layer: each path itself, and, where directories redirect to a directory holding one, the
-// path below each of them. The directories are the upper's and those of the lower layers
-// above layer, each taken at its own path (a lower layer's directory moved again by a
-// redirect above it is not followed). The kernel finds such names through its index when
-// they are looked up; layerfs links them all at copy-up, so it has to find them first.
-// Callers resolve each path to check that it shows the object. Where a layer cannot be
-// walked (a directory a rootless server may not read), the copy-up goes on without the
-// names it would have given, and the problem is logged.
+// layer: each path itself, and, where merged directories redirect to a directory holding
+// one, the path below each of them. The redirected directories are the upper's and those of
+// the lower layers above layer, each lower one taken at every merged path that shows it (so
+// a chain of redirects through several layers is followed back). The kernel finds such names
+// through its index when they are looked up; layerfs links them all at copy-up, so it has to
+// find them first. Callers resolve each path to check that it shows the object. Where a layer
+// cannot be walked (a directory a rootless server may not read), the copy-up goes on without
+// the names it would have given, and the problem is logged.
 func (u *unionFS) mergedNames(layer int, paths []string) []string {
 	if !u.FollowRedirects {
 		return paths
 	}
-	var dirs []string
+	// from[l][p] are the merged directories whose part in layer l is at p, p being another
+	// path than theirs.
+	from := map[int]map[string][]string{}
+	add := func(merged string) {
+		res, errno := u.ResolvePath(merged)
+		if errno != 0 || !isDirStat(&res.St) {
+			return
+		}
+		for _, part := range res.Parts {
+			if part.Path == merged {
+				continue
+			}
+			if from[part.Layer] == nil {
+				from[part.Layer] = map[string][]string{}
+			}
+			from[part.Layer][part.Path] = append(from[part.Layer][part.Path], merged)
+		}
+	}
+	// namesOf is p of layer l, and p below each merged directory showing an ancestor of it.
+	namesOf := func(l int, p string) []string {
+		out := []string{p}
+		for dir, _ := merge.SplitPath(p); dir != ""; dir, _ = merge.SplitPath(dir) {
+			for _, d := range from[l][dir] {
+				out = append(out, d+p[len(dir):])
+			}
+		}
+		return out
+	}
 	if u.hasUpper {
 		up, err := u.redirected()
 		if err != nil {
 			u.logf("looking for redirected directories in the upper: %v; a hard link's names below them are not linked up", err)
 		}
-		dirs = append(dirs, up...)
+		for _, d := range up {
+			add(d)
+		}
 	}
+	// Top down, so that a layer's redirected directories are found at the merged paths the
+	// redirects above them give.
 	for _, l := range u.Layers[:layer] {
 		if l.Upper {
 			continue
@@ -90,36 +121,22 @@ func (u *unionFS) mergedNames(layer int, paths []string) []string {
 		if err != nil {
 			u.logf("looking for redirected directories in layer %s: %v; a hard link's names below them are not linked up", l.Path, err)
 		}
-		dirs = append(dirs, low...)
-	}
-	if len(dirs) == 0 {
-		return paths
-	}
-	// Where each redirected directory's part in the layer is.
-	from := map[string][]string{}
-	for _, d := range dirs {
-		res, errno := u.ResolvePath(d)
-		if errno != 0 {
-			continue
-		}
-		for _, part := range res.Parts {
-			if part.Layer == layer && part.Path != d {
-				from[part.Path] = append(from[part.Path], d)
+		for _, q := range low {
+			for _, m := range namesOf(l.Index, q) {
+				add(m)
 			}
 		}
 	}
-	out := append([]string(nil), paths...)
+	if len(from[layer]) == 0 {
+		return paths
+	}
+	var out []string
 	seen := map[string]bool{}
 	for _, p := range paths {
-		seen[p] = true
-	}
-	for _, p := range paths {
-		for dir, _ := merge.SplitPath(p); dir != ""; dir, _ = merge.SplitPath(dir) {
-			for _, d := range from[dir] {
-				if q := d + p[len(dir):]; !seen[q] {
-					seen[q] = true
-					out = append(out, q)
-				}
+		for _, q := range namesOf(layer, p) {
+			if !seen[q] {
+				seen[q] = true
+				out = append(out, q)
 			}
 		}
 	}
