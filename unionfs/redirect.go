@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -17,19 +18,46 @@ func (u *unionFS) setRedirect(dirfd int, name, lowerPath string) error {
 
 // redirectedDirs are the directories of the upper that carry a redirect, by merged path
 // (an upper directory's path is its merged path). They are found by walking the upper, which
-// is done only for the copy-up of a hard link (linkUpOthers) and kept until a directory
-// moves: only a rename makes a redirect or moves one.
+// is done only for the copy-up of a hard link (linkUpOthers), and kept until a rename makes a
+// redirect or moves one: only a rename can. Most renames do neither, so an upper without
+// redirects is walked once per mount.
 type redirectedDirs struct {
-	mu    sync.Mutex
-	paths []string
-	// moves counts directory renames; gen is its value when paths was walked.
+	// mu serialises walks; renames never wait for it.
+	mu sync.Mutex
+	// found is the last walk's result, nil before the first.
+	found atomic.Pointer[redirectWalk]
+	// moves counts the renames that may have changed what a walk finds.
 	moves atomic.Uint64
-	gen   uint64
-	valid bool
 }
 
-// dirMoved is told of every directory rename, before it is made.
-func (r *redirectedDirs) dirMoved() { r.moves.Add(1) }
+// redirectWalk is one walk's result, good while moves is still gen.
+type redirectWalk struct {
+	paths []string
+	gen   uint64
+}
+
+// dirMoved is told of every directory rename, before and after it is made (so that no walk
+// made in between is kept): of the merged paths of the directories it moves, and whether it
+// may give one of them a redirect. Only a rename that does, or that moves a directory the
+// last walk found or one holding such a directory, makes the next copy-up walk again.
+func (r *redirectedDirs) dirMoved(setsRedirect bool, moved ...string) {
+	w := r.found.Load()
+	if setsRedirect || w == nil || w.gen != r.moves.Load() || holdsAny(moved, w.paths) {
+		r.moves.Add(1)
+	}
+}
+
+// holdsAny reports whether some path in paths is one of dirs or below one.
+func holdsAny(dirs, paths []string) bool {
+	for _, p := range paths {
+		for _, d := range dirs {
+			if p == d || strings.HasPrefix(p, d+"/") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // redirected returns the merged paths of the upper directories that carry a redirect.
 func (u *unionFS) redirected() ([]string, error) {
@@ -37,8 +65,8 @@ func (u *unionFS) redirected() ([]string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	gen := r.moves.Load()
-	if r.valid && r.gen == gen {
-		return r.paths, nil
+	if w := r.found.Load(); w != nil && w.gen == gen {
+		return w.paths, nil
 	}
 	var paths []string
 	err := u.upper().Walk("", func(path string, dirfd int, name string, st *unix.Stat_t) {
@@ -52,8 +80,8 @@ func (u *unionFS) redirected() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A rename during the walk may have moved what it found: use the result, keep it only
-	// if nothing moved.
-	r.paths, r.gen, r.valid = paths, gen, r.moves.Load() == gen
+	// A rename during the walk may have moved what it found: the result is used, and kept
+	// under the count from before the walk, which that rename has moved on.
+	r.found.Store(&redirectWalk{paths: paths, gen: gen})
 	return paths, nil
 }

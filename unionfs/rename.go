@@ -180,10 +180,15 @@ func (p *renamePlan) act() syscall.Errno {
 	}
 	defer dd.Release()
 	if p.srcIsDir || p.dstIsDir {
-		// Told before and after, so that no walk of the upper's redirects made in between
-		// is kept (redirect.go).
-		u.redirects.dirMoved()
-		defer u.redirects.dirMoved()
+		// What the upper's redirected directories are may change (redirect.go).
+		sets := p.srcIsDir && len(p.srcNode.lowerParts()) > 0
+		moved := []string{merge.JoinPath(p.from.path(), p.name)}
+		if p.exchange && p.dstIsDir {
+			sets = sets || len(p.dstNode.lowerParts()) > 0
+			moved = append(moved, merge.JoinPath(p.to.path(), p.newName))
+		}
+		u.redirects.dirMoved(sets, moved...)
+		defer u.redirects.dirMoved(sets, moved...)
 	}
 	var aufsAtDst bool
 	var errno syscall.Errno
