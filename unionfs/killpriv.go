@@ -63,12 +63,7 @@ func (n *node) dropPrivs(ctx context.Context, unprivileged bool) (bool, syscall.
 	}
 	mode := attr.Mode & 07777
 	if unprivileged {
-		if mode&unix.S_ISUID != 0 {
-			mode &^= unix.S_ISUID
-		}
-		if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, attr.Gid)) {
-			mode &^= unix.S_ISGID
-		}
+		mode = withoutSetID(ctx, mode, attr.Gid)
 	}
 	if mode != attr.Mode&07777 {
 		in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_MODE, Mode: mode}}
@@ -141,6 +136,17 @@ func (n *node) writerUnprivileged(ctx context.Context) bool {
 func callerNotRoot(ctx context.Context) bool {
 	c, ok := fuse.FromContext(ctx)
 	return ok && c.Uid != 0
+}
+
+// withoutSetID is mode (of an object of group gid) as a change by the unprivileged caller of
+// ctx leaves it: without the set-user-id bit, and without the set-group-id bit where the
+// group may execute or the caller is not in the group (the kernel's setattr_should_drop_sgid).
+func withoutSetID(ctx context.Context, mode, gid uint32) uint32 {
+	mode &^= unix.S_ISUID
+	if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, gid)) {
+		mode &^= unix.S_ISGID
+	}
+	return mode
 }
 
 // callerOwns reports whether the caller of ctx is uid, the owner of an object as shown.

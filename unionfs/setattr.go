@@ -116,10 +116,7 @@ func (n *node) chownNoIDs(ctx context.Context, f fs.FileHandle, dirfd int, name 
 	mode := attr.Mode & 0o7777
 	kept := mode
 	if n.StableAttr().Mode != unix.S_IFDIR && callerNotRoot(ctx) {
-		kept &^= unix.S_ISUID
-		if mode&unix.S_ISGID != 0 && (mode&unix.S_IXGRP != 0 || !callerInGroup(ctx, attr.Gid)) {
-			kept &^= unix.S_ISGID
-		}
+		kept = withoutSetID(ctx, mode, attr.Gid)
 		if kept != mode && !callerOwns(ctx, attr.Uid) {
 			// Not the owner's: a chown(-1, -1) that fails with EPERM on the kernel and
 			// changes nothing, or a write that must not fail (Write drops the bits).
