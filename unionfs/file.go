@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -19,7 +20,7 @@ type file struct {
 	n     *node
 	flags int
 
-	// mu guards fd, upper, old and cachedPT; node.mu may be taken under it.
+	// mu guards fd, upper, old, cachedPT and buffered; node.mu may be taken under it.
 	mu sync.Mutex
 	fd int
 	// upper is set once fd is on the upper layer: a file opened read-only on a lower object
@@ -31,6 +32,9 @@ type file struct {
 	// cachedPT is set when the file is counted in its node's passthrough state as served
 	// through us (passthrough.go).
 	cachedPT bool
+	// buffered is a descriptor of fd's object without O_DIRECT, for the page cache's
+	// write-back through a file opened with it (writeBack); -1 until one is needed.
+	buffered int
 }
 
 // The node's operations (nodeio.go) take precedence in go-fuse and use the file's descriptor
@@ -45,7 +49,7 @@ func newFile(n *node, fd, flags int, upper bool) *file {
 	n.mu.Lock()
 	n.openLocked().openFiles++
 	n.mu.Unlock()
-	return &file{n: n, fd: fd, flags: flags, upper: upper}
+	return &file{n: n, fd: fd, flags: flags, upper: upper, buffered: -1}
 }
 
 // current returns the descriptor to use. A file opened on a lower object before the node was
@@ -75,7 +79,59 @@ func (f *file) Read(ctx context.Context, buf []byte, off int64) (fuse.ReadResult
 
 // Write writes to the layer's file; only upper files are open for writing.
 func (f *file) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := unix.Pwrite(f.current(), data, off)
+	fd := f.current()
+	if f.flags&unix.O_DIRECT != 0 {
+		if e, _ := f.n.u.extras.of(ctx); e.cached {
+			return f.writeBack(fd, data, off)
+		}
+	}
+	n, err := unix.Pwrite(fd, data, off)
+	if err != nil {
+		return uint32(max(n, 0)), f.n.u.failed("write", f.n.path(), err)
+	}
+	return uint32(n), 0
+}
+
+// writeBack writes pages of the page cache back through a file opened with O_DIRECT. The
+// kernel writes a file's dirty pages (a shared mapping's, say: FUSE_WRITE_CACHE) through any
+// writable handle of the inode, and the last of them ends where the file ends. O_DIRECT's
+// alignment rules are for the caller's own reads and writes: the kernel's overlayfs writes
+// such pages through the layer's own page cache, where layerfs's O_DIRECT descriptor made the
+// layer's file system refuse them (EINVAL, and msync failed). So they go through a descriptor
+// of the same object without O_DIRECT, opened at the first write-back and kept with the file.
+func (f *file) writeBack(fd int, data []byte, off int64) (uint32, syscall.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.buffered < 0 {
+		// The open file itself, renamed or removed since as it may be.
+		b, err := unix.Open("/proc/self/fd/"+strconv.Itoa(fd), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			// Reopening checks access anew, which a server that is not root may fail (a
+			// file made read-only since it was opened): turn O_DIRECT off on the handle
+			// for the write instead. Another request's direct write through this handle
+			// at the same moment is then buffered too, which changes no data.
+			return f.writeWithoutDirect(fd, data, off)
+		}
+		f.buffered = b
+	}
+	n, err := unix.Pwrite(f.buffered, data, off)
+	if err != nil {
+		return uint32(max(n, 0)), f.n.u.failed("write", f.n.path(), err)
+	}
+	return uint32(n), 0
+}
+
+// writeWithoutDirect writes through fd with its O_DIRECT flag off for the write.
+func (f *file) writeWithoutDirect(fd int, data []byte, off int64) (uint32, syscall.Errno) {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_DIRECT)
+	}
+	if err != nil {
+		return 0, f.n.u.failed("write", f.n.path(), err)
+	}
+	n, err := unix.Pwrite(fd, data, off)
+	unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl)
 	if err != nil {
 		return uint32(max(n, 0)), f.n.u.failed("write", f.n.path(), err)
 	}
@@ -90,7 +146,10 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 		unix.Close(fd)
 	}
 	unix.Close(f.fd)
-	f.fd, f.old = -1, nil
+	if f.buffered >= 0 {
+		unix.Close(f.buffered)
+	}
+	f.fd, f.old, f.buffered = -1, nil, -1
 	n := f.n
 	n.mu.Lock()
 	n.openLocked().openFiles--

@@ -9,8 +9,9 @@ import (
 
 // Some of what the kernel sends never reaches go-fuse's node API: the caller's umask, which
 // the kernel leaves to us with FUSE_DONT_MASK (it applies only where the directory has no
-// default ACL, which the kernel cannot know), and SETXATTR's flags (FUSE_SETXATTR_EXT), which
-// say when setting an ACL must clear the set-group-id bit. The raw-level hooks file them
+// default ACL, which the kernel cannot know), SETXATTR's flags (FUSE_SETXATTR_EXT), which
+// say when setting an ACL must clear the set-group-id bit, and WRITE's, which say whether a
+// write must drop set-id bits and whether it writes back the page cache. The raw-level hooks file them
 // under the request's cancel channel, which go-fuse passes on unchanged as the node's
 // ctx.(*fuse.Context).Cancel, for the node to find while it serves that request.
 
@@ -26,6 +27,9 @@ type requestExtra struct {
 	// not carry on a connection without atomic_o_trunc: the SETATTR of the size that follows
 	// carries FATTR_KILL_SUIDGID instead.
 	killSuidgid bool
+	// cached: the WRITE writes back the page cache (FUSE_WRITE_CACHE), through whichever
+	// writable handle of the inode the kernel picked, not the caller's own data (file.go).
+	cached bool
 }
 
 // requestExtras maps in-flight requests to their extras.
@@ -93,14 +97,15 @@ func (h *hookedFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr st
 	return h.RawFileSystem.SetXAttr(cancel, in, attr, data)
 }
 
-// Write files FUSE_WRITE_KILL_SUIDGID for the node; a write without it needs no record. It is
-// counted as activity (idle.go).
+// Write files FUSE_WRITE_KILL_SUIDGID and FUSE_WRITE_CACHE for the node; a write with neither
+// needs no record. It is counted as activity (idle.go).
 func (h *hookedFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	h.load.served.Add(1)
-	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+	e, ok := writeExtra(in)
+	if !ok {
 		return h.RawFileSystem.Write(cancel, in, data)
 	}
-	h.extras.put(cancel, requestExtra{killSuidgid: true})
+	h.extras.put(cancel, e)
 	defer h.extras.done(cancel)
 	return h.RawFileSystem.Write(cancel, in, data)
 }
@@ -108,12 +113,22 @@ func (h *hookedFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) 
 // Writev is Write for a request whose data arrived in pieces (go-fuse asks Writev first).
 func (h *hookedFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	h.load.served.Add(1)
-	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID == 0 {
+	e, ok := writeExtra(in)
+	if !ok {
 		return h.RawFileSystem.Writev(cancel, in, data)
 	}
-	h.extras.put(cancel, requestExtra{killSuidgid: true})
+	h.extras.put(cancel, e)
 	defer h.extras.done(cancel)
 	return h.RawFileSystem.Writev(cancel, in, data)
+}
+
+// writeExtra is what a WRITE's flags tell the node, and whether there is anything.
+func writeExtra(in *fuse.WriteIn) (requestExtra, bool) {
+	e := requestExtra{
+		killSuidgid: in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0,
+		cached:      in.WriteFlags&fuse.WRITE_CACHE != 0,
+	}
+	return e, e.killSuidgid || e.cached
 }
 
 // dontMask reports whether the kernel agreed to FUSE_DONT_MASK: only then is a request's
