@@ -1,7 +1,7 @@
 // Package copyup copies one object (regular file, directory, symlink, fifo, socket or device)
 // from a lower layer into the upper layer, atomically: the copy is built under a temporary name
 // in the work directory, which is on the upper's filesystem, with data, extended attributes,
-// owner, mode and times, and only then renamed into place. A crash leaves either no copy or a
+// owner, mode, inode flags and times, and only then renamed into place. A crash leaves either no copy or a
 // whole one. Directories are copied without their entries. Nothing here imports FUSE.
 package copyup
 
@@ -32,6 +32,9 @@ type Options struct {
 	SkipXattr func(name string) bool
 	// ExtraXattrs are set on the copy besides the source's, before it becomes visible.
 	ExtraXattrs map[string][]byte
+	// ProtAttr names the attribute that records the source's immutable and append-only
+	// flags on the copy (overlay.protattr, copyFileattr); "" leaves them out.
+	ProtAttr string
 }
 
 // Object copies src into directory dstDirFd as dstName, which must not exist. On failure
@@ -95,6 +98,11 @@ func build(src Source, tmp string, opt Options) error {
 	}
 	if err := copyXattrs(src, w, tmp, opt); err != nil {
 		return err
+	}
+	if t := st.Mode & unix.S_IFMT; t == unix.S_IFREG || t == unix.S_IFDIR {
+		if err := copyFileattr(src, w, tmp, opt); err != nil {
+			return fmt.Errorf("copying inode flags: %w", err)
+		}
 	}
 	return setTimes(w, tmp, st)
 }

@@ -130,6 +130,7 @@ func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantTyp
 		SkipData:  !withData,
 		NoSync:    u.cfg.Volatile,
 		SkipXattr: whiteout.IsPrivateXattr,
+		ProtAttr:  u.protAttr(),
 	}
 	if !isDirStat(&st) {
 		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + merge.OriginAttr: []byte(strconv.FormatUint(ino, 10))}

@@ -36,6 +36,9 @@ const (
 	// WhiteoutAttr on an empty regular file in a lower layer makes that file a whiteout when
 	// its directory carries opaque=x.
 	WhiteoutAttr = "whiteout"
+	// ProtAttr records, on an upper object, the immutable ("i") and append-only ("a") inode
+	// flags the merged object has, which the kernel's overlayfs keeps off the upper object.
+	ProtAttr = "protattr"
 )
 
 // IsMarkerName reports whether name is an AUFS marker (".wh.*"). Such names are never shown in

@@ -1,0 +1,190 @@
+package unionfs
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Inode flags (lsattr, chattr): the kernel asks for them and changes them with FUSE_IOCTL,
+// FS_IOC_GETFLAGS and FS_IOC_SETFLAGS or FS_IOC_FSGETXATTR and FS_IOC_FSSETXATTR, on regular
+// files and directories it opens for the purpose (fs/fuse/ioctl.c, fuse_fileattr_get/set),
+// after checking that the caller owns the object and may change the immutable and
+// append-only flags. layerfs answers as the kernel's overlayfs (ovl_fileattr_get/set):
+//   - the flags are the topmost object's, with the immutable and append-only flags that
+//     overlay.protattr records on an upper object;
+//   - a change copies the object up, records those two flags in overlay.protattr rather than
+//     on the upper object (where they would keep copy-ups beneath a directory, and the
+//     overlay's own markers, from being written), and sets the others on the upper object.
+//
+// The kernel's overlayfs also refuses what the immutable and append-only flags forbid (a
+// write, an unlink, a chmod …) on the merged object. layerfs does not, so it does not let
+// them be set (EOPNOTSUPP); flags it shows, from a lower layer or set by the kernel, can be
+// kept or cleared (README, "What differs").
+
+const (
+	// fsIocFsGetXattr and fsIocFsSetXattr are FS_IOC_FSGETXATTR, _IOR('X', 31, struct
+	// fsxattr), and FS_IOC_FSSETXATTR, _IOW('X', 32, struct fsxattr), built as this
+	// architecture builds FS_IOC_GETFLAGS and FS_IOC_SETFLAGS.
+	fsIocFsGetXattr = unix.FS_IOC_GETFLAGS&^0x1fffffff | fsxattrSize<<16 | 'X'<<8 | 31
+	fsIocFsSetXattr = unix.FS_IOC_SETFLAGS&^0x1fffffff | fsxattrSize<<16 | 'X'<<8 | 32
+	// fsxattrSize is the size of struct fsxattr: fsx_xflags, then four more 32-bit fields
+	// and 8 bytes of padding.
+	fsxattrSize = 28
+
+	// The xflags (FS_XFLAG_*) of the two flags the overlay keeps off the upper object.
+	xflagImmutable = 0x8
+	xflagAppend    = 0x10
+
+	protFlags = copyup.FlagImmutable | copyup.FlagAppend
+)
+
+var _ fs.NodeIoctler = (*node)(nil)
+
+// protAttr is the full name of the attribute that records protected flags on the upper.
+func (u *unionFS) protAttr() string { return u.xattrPrefix() + whiteout.ProtAttr }
+
+// Ioctl serves the inode flag requests; every other command is ENOTTY, as for a file system
+// without it.
+func (n *node) Ioctl(ctx context.Context, fh fs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	switch uint64(cmd) {
+	case unix.FS_IOC_GETFLAGS:
+		if len(output) < 4 {
+			return 0, syscall.EINVAL
+		}
+		return 0, n.getFlags(fh, output[:4], false)
+	case fsIocFsGetXattr:
+		if len(output) < fsxattrSize {
+			return 0, syscall.EINVAL
+		}
+		return 0, n.getFlags(fh, output[:fsxattrSize], true)
+	case unix.FS_IOC_SETFLAGS:
+		if len(input) < 4 {
+			return 0, syscall.EINVAL
+		}
+		return 0, n.setFlags(ctx, input[:4], false)
+	case fsIocFsSetXattr:
+		if len(input) < fsxattrSize {
+			return 0, syscall.EINVAL
+		}
+		return 0, n.setFlags(ctx, input[:fsxattrSize], true)
+	}
+	return 0, syscall.ENOTTY
+}
+
+// getFlags fills buf, 4 bytes of flags or a struct fsxattr (xattr), with the topmost object's
+// answer and the protected flags the upper records.
+func (n *node) getFlags(fh fs.FileHandle, buf []byte, xattr bool) syscall.Errno {
+	return n.withFd(fh, unix.O_RDONLY|unix.O_NONBLOCK, func(fd int) syscall.Errno {
+		cmd := uint(unix.FS_IOC_GETFLAGS)
+		if xattr {
+			cmd = fsIocFsGetXattr
+		}
+		if errno := ioctlBuf(fd, cmd, buf); errno != 0 {
+			return errno
+		}
+		if n.topLayer().Upper {
+			setProtFlags(buf, xattr, protFlagsIn(buf, xattr)|n.u.protFlagsOf(fd))
+		}
+		return 0
+	})
+}
+
+// setFlags copies the object up and sets the flags in buf (as for getFlags) on it, the
+// protected ones in overlay.protattr.
+func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Errno {
+	want := protFlagsIn(buf, xattr)
+	// What the object shows now: the kernel checked that the caller may change these, and
+	// only a change is refused.
+	have := make([]byte, len(buf))
+	if errno := n.getFlags(nil, have, xattr); errno != 0 {
+		return errno
+	}
+	if want&^protFlagsIn(have, xattr) != 0 {
+		return syscall.EOPNOTSUPP
+	}
+	if errno := n.copyUp(ctx, true); errno != 0 {
+		return errno
+	}
+	errno := n.withFd(nil, unix.O_RDONLY|unix.O_NONBLOCK, func(fd int) syscall.Errno {
+		name := n.u.protAttr()
+		var err error
+		if v := copyup.ProtAttrValue(want); v != "" {
+			err = unix.Fsetxattr(fd, name, []byte(v), 0)
+		} else if err = unix.Fremovexattr(fd, name); errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP) {
+			err = nil
+		}
+		if err != nil {
+			return toErrno(err)
+		}
+		upper := append([]byte(nil), buf...)
+		setProtFlags(upper, xattr, 0)
+		cmd := uint(unix.FS_IOC_SETFLAGS)
+		if xattr {
+			cmd = fsIocFsSetXattr
+		}
+		return ioctlBuf(fd, cmd, upper)
+	})
+	// The ctime moved; the kernel's cached attributes say otherwise. Attributes only: that
+	// takes no lock the kernel holds while it waits for this answer.
+	n.NotifyContent(-1, 0)
+	return errno
+}
+
+// protFlagsOf returns the protected flags the overlay.protattr of the upper object open as fd
+// records; a value the kernel would not take counts as none, as there.
+func (u *unionFS) protFlagsOf(fd int) uint32 {
+	var v [32]byte // OVL_PROTATTR_MAX
+	sz, err := unix.Fgetxattr(fd, u.protAttr(), v[:])
+	if err != nil {
+		return 0
+	}
+	flags, _ := copyup.ParseProtAttr(v[:sz])
+	return flags
+}
+
+// protFlagsIn returns the protected flags set in buf (flags, or a struct fsxattr's xflags).
+func protFlagsIn(buf []byte, xattr bool) uint32 {
+	v := binary.NativeEndian.Uint32(buf)
+	if !xattr {
+		return v & protFlags
+	}
+	var flags uint32
+	if v&xflagImmutable != 0 {
+		flags |= copyup.FlagImmutable
+	}
+	if v&xflagAppend != 0 {
+		flags |= copyup.FlagAppend
+	}
+	return flags
+}
+
+// setProtFlags makes the protected flags in buf exactly prot.
+func setProtFlags(buf []byte, xattr bool, prot uint32) {
+	v := binary.NativeEndian.Uint32(buf)
+	if xattr {
+		v &^= xflagImmutable | xflagAppend
+		if prot&copyup.FlagImmutable != 0 {
+			v |= xflagImmutable
+		}
+		if prot&copyup.FlagAppend != 0 {
+			v |= xflagAppend
+		}
+	} else {
+		v = v&^protFlags | prot
+	}
+	binary.NativeEndian.PutUint32(buf, v)
+}
+
+// ioctlBuf runs an ioctl whose argument is buf.
+func ioctlBuf(fd int, cmd uint, buf []byte) syscall.Errno {
+	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(cmd), uintptr(unsafe.Pointer(&buf[0])))
+	return e
+}
