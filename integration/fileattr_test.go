@@ -1,11 +1,14 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"unsafe"
 
@@ -25,27 +28,70 @@ const (
 // kernel's overlayfs: the flags of lower files and directories (sync, no-atime, no-dump,
 // immutable) by both ioctls, what a copy-up keeps of them (sync and no-atime on the copy,
 // immutable in overlay.protattr, as for a directory copied up under a changed child),
-// setting and clearing flags through the mount, and the uppers both leave. Setting the
-// immutable flag is refused by layerfs (README, "What differs").
+// setting and clearing flags through the mount, and the uppers both leave.
 func TestFileattr(t *testing.T) {
 	needMounts(t)
-	root := t.TempDir()
-	mnts, uppers := map[string]string{}, map[string]string{}
-	for _, side := range []string{"kernel", testedName()} {
-		dir := mkdir(t, root, side)
-		st := stack{Lowers: []string{mkdir(t, dir, "l")}, Upper: mkdir(t, dir, "u"), Work: mkdir(t, dir, "w")}
-		l := st.Lowers[0]
+	mnts, uppers := flagStacks(t, func(l string) {
 		for _, f := range []string{"fA", "fS", "fi"} {
 			must(t, os.WriteFile(filepath.Join(l, f), []byte(f+"\n"), 0o644))
 		}
 		mkdir(t, l, "dA")
 		mkdir(t, l, "di")
 		must(t, os.WriteFile(filepath.Join(l, "di", "child"), []byte("c\n"), 0o644))
+	}, map[string]uint32{"fA": copyup.FlagNoatime | 0x40, "fS": copyup.FlagSync, "fi": copyup.FlagImmutable, "dA": copyup.FlagNoatime, "di": copyup.FlagImmutable})
+	script := func(m string) []string {
+		var out []string
+		flags := func(names ...string) {
+			for _, n := range names {
+				f, err := flagsAt(filepath.Join(m, n))
+				out = append(out, fmt.Sprintf("flags %s: %#x %s", n, f, errText(err)))
+			}
+		}
+		flags("fA", "fS", "fi", "dA", "di")
+		x, err := xflagsAt(filepath.Join(m, "fA"))
+		out = append(out, fmt.Sprintf("xflags fA: %#x %s", x, errText(err)))
+		out = append(out, "chmod fA fS: "+errText(os.Chmod(filepath.Join(m, "fA"), 0o600))+" "+errText(os.Chmod(filepath.Join(m, "fS"), 0o600)))
+		out = append(out, "chmod fi: "+errText(os.Chmod(filepath.Join(m, "fi"), 0o600)))
+		f, err := os.OpenFile(filepath.Join(m, "di", "child"), os.O_WRONLY|os.O_APPEND, 0)
+		if err == nil {
+			_, err = f.WriteString("more\n")
+			f.Close()
+		}
+		out = append(out, "append to di/child: "+errText(err))
+		flags("fA", "fS", "di")
+		out = append(out, "chattr +d fS: "+errText(addFlags(filepath.Join(m, "fS"), 0x40, 0)))
+		out = append(out, "chattr -i fi: "+errText(addFlags(filepath.Join(m, "fi"), 0, copyup.FlagImmutable)))
+		out = append(out, "chattr +i fA: "+errText(addFlags(filepath.Join(m, "fA"), copyup.FlagImmutable, 0)))
+		out = append(out, "xflags +nodump dA: "+errText(addXflags(filepath.Join(m, "dA"), xflagNodump)))
+		flags("fA", "fS", "fi", "dA", "di")
+		return out
+	}
+	sameAnswers(t, mnts, script)
+	// The uppers: flags on each object and what overlay.protattr holds.
+	for _, name := range []string{"fA", "fS", "fi", "dA", "di"} {
+		want := upperFlags(uppers["kernel"], name)
+		if got := upperFlags(uppers[testedName()], name); got != want {
+			t.Errorf("upper %s: kernel %s, layerfs %s", name, want, got)
+		}
+	}
+}
+
+// flagStacks mounts, with the kernel's overlayfs and with layerfs, a stack of one lower layer
+// that build fills and whose objects then get the inode flags of flags (added to theirs). It
+// returns the mounts and the uppers, by side.
+func flagStacks(t *testing.T, build func(lower string), flags map[string]uint32) (mnts, uppers map[string]string) {
+	t.Helper()
+	root := t.TempDir()
+	mnts, uppers = map[string]string{}, map[string]string{}
+	for _, side := range []string{"kernel", testedName()} {
+		dir := mkdir(t, root, side)
+		st := stack{Lowers: []string{mkdir(t, dir, "l")}, Upper: mkdir(t, dir, "u"), Work: mkdir(t, dir, "w")}
+		build(st.Lowers[0])
 		// Cleared after the unmount (cleanups run last first), or the directory could not go.
 		t.Cleanup(func() { clearFlags(dir) })
-		for f, flags := range map[string]uint32{"fA": copyup.FlagNoatime | 0x40, "fS": copyup.FlagSync, "fi": copyup.FlagImmutable, "dA": copyup.FlagNoatime, "di": copyup.FlagImmutable} {
-			p := filepath.Join(l, f)
-			if err := setFlagsAt(p, flags, true); err != nil {
+		for f, fl := range flags {
+			p := filepath.Join(st.Lowers[0], f)
+			if err := setFlagsAt(p, fl, true); err != nil {
 				t.Skipf("the layers' file system takes no inode flags (%s: %v); CI's does", p, err)
 			}
 		}
@@ -57,74 +103,7 @@ func TestFileattr(t *testing.T) {
 		}
 		mnts[side], uppers[side] = mnt, st.Upper
 	}
-	script := func(m string) []string {
-		var out []string
-		flags := func(names ...string) {
-			for _, n := range names {
-				f, err := flagsAt(filepath.Join(m, n))
-				out = append(out, fmt.Sprintf("flags %s: %#x %v", n, f, err))
-			}
-		}
-		flags("fA", "fS", "fi", "dA", "di")
-		x, err := xflagsAt(filepath.Join(m, "fA"))
-		out = append(out, fmt.Sprintf("xflags fA: %#x %v", x, err))
-		out = append(out, fmt.Sprintf("chmod fA fS: %v %v", os.Chmod(filepath.Join(m, "fA"), 0o600), os.Chmod(filepath.Join(m, "fS"), 0o600)))
-		out = append(out, fmt.Sprintf("chmod fi: %v", os.Chmod(filepath.Join(m, "fi"), 0o600)))
-		f, err := os.OpenFile(filepath.Join(m, "di", "child"), os.O_WRONLY|os.O_APPEND, 0)
-		if err == nil {
-			_, err = f.WriteString("more\n")
-			f.Close()
-		}
-		out = append(out, fmt.Sprintf("append to di/child: %v", err))
-		flags("fA", "fS", "di")
-		out = append(out, fmt.Sprintf("chattr +d fS: %v", addFlags(filepath.Join(m, "fS"), 0x40, 0)))
-		out = append(out, fmt.Sprintf("chattr -i fi: %v", addFlags(filepath.Join(m, "fi"), 0, copyup.FlagImmutable)))
-		out = append(out, fmt.Sprintf("chattr +i fA: %v", addFlags(filepath.Join(m, "fA"), copyup.FlagImmutable, 0)))
-		out = append(out, fmt.Sprintf("xflags +nodump dA: %v", addXflags(filepath.Join(m, "dA"), xflagNodump)))
-		flags("fA", "fS", "fi", "dA", "di")
-		return out
-	}
-	kernel := script(mnts["kernel"])
-	got := script(mnts[testedName()])
-	// What the README documents: layerfs refuses to set 'i', and does not refuse what it
-	// forbids.
-	want := append([]string(nil), kernel...)
-	last := 0
-	for i, w := range want {
-		switch {
-		case strings.HasPrefix(w, "chattr +i fA: "):
-			want[i] = "chattr +i fA: operation not supported"
-		case strings.HasPrefix(w, "chmod fi: "):
-			want[i] = "chmod fi: <nil>"
-		case strings.HasPrefix(w, "flags fA: "):
-			last = i
-		}
-	}
-	var f uint32
-	var rest string
-	if _, err := fmt.Sscanf(want[last], "flags fA: %v %s", &f, &rest); err == nil {
-		want[last] = fmt.Sprintf("flags fA: %#x %s", f&^copyup.FlagImmutable, rest)
-	}
-	for i := range max(len(want), len(got)) {
-		w, g := "(none)", "(none)"
-		if i < len(want) {
-			w = want[i]
-		}
-		if i < len(got) {
-			g = got[i]
-		}
-		if w != g {
-			t.Errorf("step %d:\n kernel: %s\n layerfs: %s", i, w, g)
-		}
-	}
-	// The uppers: flags on each object and what overlay.protattr holds, the same on both
-	// (but fA, which the kernel made immutable and layerfs did not).
-	for _, name := range []string{"fS", "fi", "dA", "di"} {
-		want := upperFlags(uppers["kernel"], name)
-		if got := upperFlags(uppers[testedName()], name); got != want {
-			t.Errorf("upper %s: kernel %s, layerfs %s", name, want, got)
-		}
-	}
+	return mnts, uppers
 }
 
 // upperFlags describes an upper object's flags and overlay.protattr.
@@ -225,4 +204,131 @@ func clearFlags(dir string) {
 		}
 		return nil
 	})
+}
+
+// TestImmutableAppend: what the immutable and append-only flags forbid, step by step against
+// the kernel's overlayfs, for flags a lower layer holds (real flags of lower objects) and
+// flags set through the mount (kept in overlay.protattr): opening for writing with and
+// without O_APPEND, truncate, chmod, explicit and current times, an extended attribute, a
+// link, rename and unlink of a file; adding, removing and renaming names in a directory,
+// rmdir of it, and changing a file inside it. Once the flags are cleared, everything works.
+func TestImmutableAppend(t *testing.T) {
+	needMounts(t)
+	files := []string{"fi", "fa", "ni", "na"}
+	dirs := []string{"di", "da", "ndi", "nda"}
+	mnts, _ := flagStacks(t, func(l string) {
+		for _, f := range files {
+			must(t, os.WriteFile(filepath.Join(l, f), []byte(f+"\n"), 0o644))
+		}
+		for _, d := range dirs {
+			mkdir(t, l, d)
+			must(t, os.WriteFile(filepath.Join(l, d, "c"), []byte("c\n"), 0o644))
+			must(t, os.WriteFile(filepath.Join(l, d, "v"), []byte("v\n"), 0o644))
+		}
+		must(t, os.WriteFile(filepath.Join(l, "outside"), []byte("o\n"), 0o644))
+	}, map[string]uint32{"fi": copyup.FlagImmutable, "fa": copyup.FlagAppend, "di": copyup.FlagImmutable, "da": copyup.FlagAppend})
+	script := func(m string) []string {
+		var out []string
+		step := func(what string, err error) { out = append(out, what+": "+errText(err)) }
+		at := func(n string) string { return filepath.Join(m, n) }
+		// The same flags set through the mount, on objects a lower layer holds.
+		for _, n := range []string{"ni", "na", "ndi", "nda"} {
+			fl := uint32(copyup.FlagImmutable)
+			if strings.HasSuffix(n, "a") {
+				fl = copyup.FlagAppend
+			}
+			step("chattr "+n, addFlags(at(n), fl, 0))
+		}
+		for _, f := range files {
+			p := at(f)
+			fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+			if err == nil {
+				unix.Close(fd)
+			}
+			step(f+": open for writing", err)
+			fd, err = unix.Open(p, unix.O_WRONLY|unix.O_APPEND|unix.O_CLOEXEC, 0)
+			if err == nil {
+				_, err = unix.Write(fd, []byte("appended\n"))
+				step(f+": append", err)
+				step(f+": fallocate past the end", unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 0, 8192))
+				step(f+": fallocate", unix.Fallocate(fd, 0, 0, 8192))
+				unix.Close(fd)
+			}
+			step(f+": open O_APPEND", err)
+			fd, err = unix.Open(p, unix.O_WRONLY|unix.O_APPEND|unix.O_TRUNC|unix.O_CLOEXEC, 0)
+			if err == nil {
+				unix.Close(fd)
+			}
+			step(f+": open O_APPEND|O_TRUNC", err)
+			step(f+": truncate", unix.Truncate(p, 1))
+			step(f+": chmod", unix.Chmod(p, 0o600))
+			step(f+": utimes", unix.UtimesNano(p, []unix.Timespec{{Sec: 1}, {Sec: 2}}))
+			step(f+": touch", unix.UtimesNano(p, []unix.Timespec{{Nsec: unix.UTIME_NOW}, {Nsec: unix.UTIME_NOW}}))
+			step(f+": setxattr", unix.Setxattr(p, "user.x", []byte("1"), 0))
+			step(f+": link", unix.Link(p, p+".link"))
+			step(f+": rename", unix.Rename(p, p+".moved"))
+			step(f+": unlink", unix.Unlink(p))
+			data, err := os.ReadFile(p)
+			step(fmt.Sprintf("%s: holds %d bytes, sha256 %x", f, len(data), sha256.Sum256(data)), err)
+		}
+		for _, d := range dirs {
+			p := at(d)
+			step(d+": create", os.WriteFile(filepath.Join(p, "new"), nil, 0o644))
+			step(d+": mkdir", unix.Mkdir(filepath.Join(p, "sub"), 0o755))
+			step(d+": symlink", unix.Symlink("c", filepath.Join(p, "sl")))
+			step(d+": link in", unix.Link(at("outside"), filepath.Join(p, "ln")))
+			step(d+": rename within", unix.Rename(filepath.Join(p, "c"), filepath.Join(p, "c2")))
+			step(d+": rename out", unix.Rename(filepath.Join(p, "v"), at(d+".v")))
+			step(d+": rename over", unix.Rename(at("outside"), filepath.Join(p, "v")))
+			step(d+": unlink", unix.Unlink(filepath.Join(p, "c")))
+			step(d+": rmdir", unix.Rmdir(p))
+			step(d+": unlink, a directory", unix.Unlink(p))
+			step(d+": chmod", unix.Chmod(p, 0o700))
+			f, err := os.OpenFile(filepath.Join(p, "c"), os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.WriteString("changed\n")
+				f.Close()
+			}
+			step(d+": change a file inside", err)
+			ents, err := os.ReadDir(p)
+			var names []string
+			for _, e := range ents {
+				names = append(names, e.Name())
+			}
+			step(fmt.Sprintf("%s: holds %v", d, names), err)
+		}
+		// Cleared, nothing is refused.
+		for _, n := range append(append([]string(nil), files...), dirs...) {
+			step("chattr -ia "+n, addFlags(at(n), 0, copyup.FlagImmutable|copyup.FlagAppend))
+		}
+		for _, f := range files {
+			step(f+": chmod, cleared", unix.Chmod(at(f), 0o600))
+			step(f+": unlink, cleared", unix.Unlink(at(f)))
+		}
+		for _, d := range dirs {
+			step(d+": unlink inside, cleared", unix.Unlink(filepath.Join(at(d), "c")))
+		}
+		return out
+	}
+	// Refused for two reasons, an immutable or append-only directory that unlink(2) cannot
+	// remove: the kernel's FUSE answers EISDIR before layerfs is asked (README).
+	documentedAnswers(t, mnts, script, func(side string, want []string) {
+		for i, w := range want {
+			if strings.HasSuffix(w, ": unlink, a directory: "+unix.EPERM.Error()) {
+				want[i] = strings.TrimSuffix(w, unix.EPERM.Error()) + unix.EISDIR.Error()
+			}
+		}
+	})
+}
+
+// errText is err without the paths the two mounts differ in: its errno where it has one.
+func errText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
 }

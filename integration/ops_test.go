@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/layerfs/layerfs/copyup"
 	"github.com/layerfs/layerfs/unionfs/posixacl"
 	"golang.org/x/sys/unix"
 )
@@ -158,6 +159,25 @@ func (o op) apply(root string) string {
 		return errName(unix.Lchown(p(o.A), o.N, int(o.Off)))
 	case "utimes":
 		return errName(unix.UtimesNanoAt(unix.AT_FDCWD, p(o.A), fixedTime, unix.AT_SYMLINK_NOFOLLOW))
+	case "chattr":
+		// Regular files and directories only: opening a device of the stack is no test of it.
+		var st unix.Stat_t
+		if err := unix.Lstat(p(o.A), &st); err != nil {
+			return errName(err)
+		}
+		if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
+			return "not a file or directory"
+		}
+		fd, err := unix.Open(p(o.A), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return errName(err)
+		}
+		defer unix.Close(fd)
+		flags, err := copyup.GetFlags(fd)
+		if err != nil {
+			return errName(err)
+		}
+		return errName(copyup.SetFlags(fd, flags^uint32(o.Off)))
 	case "setxattr":
 		return errName(unix.Lsetxattr(p(o.A), o.B, o.Data, 0))
 	case "removexattr":
@@ -328,7 +348,7 @@ var opKinds = []struct {
 	{"rename", 8}, {"rename-noreplace", 3}, {"rename-exchange", 3}, {"link", 4}, {"symlink", 3},
 	{"chmod", 4}, {"chown", 3}, {"utimes", 3}, {"setxattr", 4}, {"removexattr", 3},
 	{"read", 6}, {"readdir", 4}, {"stat", 4},
-	{"setxattr-private", 1}, {"create-marker", 1},
+	{"setxattr-private", 1}, {"create-marker", 1}, {"chattr", 2},
 	{"setcap", 2}, {"setfacl", 2}, {"setfacl-default", 2},
 	{"user-append", 3}, {"user-truncate", 2}, {"user-create", 2}, {"user-chmod", 2},
 	{"user-chgrp", 1}, {"user-chown-noids", 1}, {"user-link", 1}, {"user-setfacl", 2}, {"user-setcap", 1}, {"user-mkdir", 1},
@@ -424,6 +444,12 @@ func (g *opGen) next() (o op) {
 		o.A = filepath.Join(g.dirs[g.rnd.Intn(len(g.dirs))], ".wh.marker")
 	case "chmod":
 		o.A, o.Mode = g.existing(), uint32(g.rnd.Intn(0o7777))
+	case "chattr":
+		// Turns one flag on or off: no-atime, no-dump or sync. Not immutable or append-only:
+		// where an operation on such an object is also refused for another reason, the
+		// kernel's FUSE answers that reason's errno before layerfs can answer EPERM (README,
+		// "What differs"); TestImmutableAppend covers them.
+		o.A, o.Off = g.existing(), int64([]uint32{copyup.FlagNoatime, 0x40, copyup.FlagSync}[g.rnd.Intn(3)])
 	case "chown":
 		o.A, o.N, o.Off = g.existing(), g.rnd.Intn(3)*1000, int64(g.rnd.Intn(3)*1000)
 	case "setxattr":

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/layerfs/layerfs/copyup"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +29,7 @@ type entry struct {
 	Mtime  int64  // nanoseconds
 	Nlink  uint64
 	Rdev   uint64
+	Flags  string // inode flags (lsattr) of a regular file or directory
 	ino    uint64 // compared as "which names share an inode", not as a number
 }
 
@@ -105,7 +107,24 @@ func lstatEntry(t testing.TB, p string) entry {
 		e.Rdev = st.Rdev
 	}
 	e.Xattrs = allXattrs(t, p)
+	if e.Type == "reg" || e.Type == "dir" {
+		e.Flags = inodeFlags(p)
+	}
 	return e
+}
+
+// inodeFlags describes p's inode flags, or why they cannot be read.
+func inodeFlags(p string) string {
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return errName(err)
+	}
+	defer unix.Close(fd)
+	f, err := copyup.GetFlags(fd)
+	if err != nil {
+		return errName(err)
+	}
+	return fmt.Sprintf("%#x", f)
 }
 
 // allXattrs lists every extended attribute of p with its value (capabilities, ACLs, trusted.*

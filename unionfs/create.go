@@ -62,6 +62,9 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 	if !n.u.hasUpper {
 		return s, syscall.EROFS
 	}
+	if errno := n.mayAdd(); errno != 0 {
+		return s, errno
+	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return s, errno
 	}
@@ -264,15 +267,24 @@ func unlinkAny(dirfd int, name string) {
 	}
 }
 
-// newEntry looks up what was just made at s and makes its node.
+// newEntry looks up what was just made at s and makes its node. What was just made, or
+// linked (which an immutable or append-only object refuses), has no overlay.protattr: its
+// flags are known at once (protect.go).
 func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	var st unix.Stat_t
-	if err := unix.Fstatat(s.dir.FD, s.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	attrs, err := whiteout.Lstat(s.dir.FD, s.name, &st)
+	if err != nil {
 		return nil, toErrno(err)
 	}
 	merged := merge.JoinPath(n.path(), s.name)
-	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino)}
-	return n.newChild(ctx, &res, merged, out)
+	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino), Attrs: attrs, HasAttrs: true}
+	ch, errno := n.newChild(ctx, &res, merged, out)
+	if errno == 0 {
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.setProtFlags(statxProt(attrs))
+		}
+	}
+	return ch, errno
 }
 
 // Mkdir makes a directory in the upper; over a whiteout it is opaque.
@@ -384,6 +396,15 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 	}
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
+	}
+	if n.u.hasUpper {
+		// vfs_link's order: the directory first, then the object.
+		if errno := n.mayAdd(); errno != 0 {
+			return nil, errno
+		}
+		if errno := t.mayChange(); errno != 0 {
+			return nil, errno
+		}
 	}
 	if errno := t.copyUp(ctx, true); errno != 0 {
 		return nil, errno

@@ -8,6 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/layerfs/layerfs/unionfs/merge"
+	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -128,12 +129,13 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		return h.n.Lookup(ctx, name, out)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || isDirStat(&st) ||
+	attrs, err := whiteout.Lstat(dirfd, name, &st)
+	if err != nil || isDirStat(&st) ||
 		(l.Upper && st.Nlink > 1) || (!l.Upper && st.Nlink > 1 && h.n.u.kindex != nil) {
 		// Directories merge, and hard links may have state elsewhere: the full way.
 		return h.n.Lookup(ctx, name, out)
 	}
-	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino)}
+	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino), Attrs: attrs, HasAttrs: true}
 	if l.Upper {
 		if ino, ok := h.n.u.OriginIno(dirfd, name); ok {
 			res.Ino = ino

@@ -181,6 +181,9 @@ var (
 // its data when O_TRUNC will drop it anyway).
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if isWrite(flags) {
+		if errno := n.mayWrite(flags); errno != 0 {
+			return nil, 0, errno
+		}
 		if errno := n.copyUp(ctx, flags&unix.O_TRUNC == 0); errno != 0 {
 			return nil, 0, errno
 		}

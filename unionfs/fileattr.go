@@ -24,10 +24,8 @@ import (
 //     on the upper object (where they would keep copy-ups beneath a directory, and the
 //     overlay's own markers, from being written), and sets the others on the upper object.
 //
-// The kernel's overlayfs also refuses what the immutable and append-only flags forbid (a
-// write, an unlink, a chmod …) on the merged object. layerfs does not, so it does not let
-// them be set (EOPNOTSUPP); flags it shows, from a lower layer or set by the kernel, can be
-// kept or cleared (README, "What differs").
+// What the immutable and append-only flags forbid, layerfs refuses as the kernel's VFS
+// refuses it on an overlayfs inode (protect.go).
 
 const (
 	// fsIocFsGetXattr and fsIocFsSetXattr are FS_IOC_FSGETXATTR, _IOR('X', 31, struct
@@ -101,15 +99,6 @@ func (n *node) getFlags(fh fs.FileHandle, buf []byte, xattr bool) syscall.Errno 
 // protected ones in overlay.protattr.
 func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Errno {
 	want := protFlagsIn(buf, xattr)
-	// What the object shows now: the kernel checked that the caller may change these, and
-	// only a change is refused.
-	have := make([]byte, len(buf))
-	if errno := n.getFlags(nil, have, xattr); errno != 0 {
-		return errno
-	}
-	if want&^protFlagsIn(have, xattr) != 0 {
-		return syscall.EOPNOTSUPP
-	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
@@ -118,6 +107,11 @@ func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Err
 		var err error
 		if v := copyup.ProtAttrValue(want); v != "" {
 			err = unix.Fsetxattr(fd, name, []byte(v), 0)
+			if errors.Is(err, unix.EOPNOTSUPP) {
+				// An upper without extended attributes cannot keep them: the kernel
+				// refuses too (ovl_set_protattr).
+				err = unix.EPERM
+			}
 		} else if err = unix.Fremovexattr(fd, name); errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP) {
 			err = nil
 		}
@@ -132,6 +126,13 @@ func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Err
 		}
 		return ioctlBuf(fd, cmd, upper)
 	})
+	// What the merged object now has, whatever the upper object's own flags were; read
+	// again where the change failed half-way.
+	if errno == 0 {
+		n.setProtFlags(want)
+	} else {
+		n.setAttrBits(0, attrProtKnown)
+	}
 	// The ctime moved; the kernel's cached attributes say otherwise. Attributes only: that
 	// takes no lock the kernel holds while it waits for this answer.
 	n.NotifyContent(-1, 0)

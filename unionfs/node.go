@@ -37,9 +37,9 @@ type node struct {
 	// (openLocked): most nodes, made by a walk, are never opened, and memory per node
 	// counts. Guarded by mu, as are its fields.
 	open *nodeOpen
-	// noXattrs is set once the object is known to have no extended attributes (xattr.go).
-	// Atomic: read without mu.
-	noXattrs atomic.Bool
+	// attrs holds what is known of the object's extended attributes and inode flags
+	// (attrNoXattrs, attrProtKnown …: xattr.go, protect.go). Atomic: read without mu.
+	attrs atomic.Uint32
 	// privs says whether the object carries a set-id bit or a capability that a write must
 	// drop: privsUnknown, privsNone or privsSome (killpriv.go).
 	privs atomic.Uint32
@@ -115,7 +115,7 @@ func (n *node) lowerParts() []merge.Part {
 }
 
 func (n *node) setWhere(parts []merge.Part, st *unix.Stat_t) {
-	n.noXattrs.Store(false)
+	n.setAttrBits(0, attrNoXattrs|attrProtKnown)
 	n.mu.Lock()
 	n.where = parts
 	n.dev, n.ino = st.Dev, st.Ino
@@ -144,6 +144,13 @@ func (n *node) newChild(ctx context.Context, res *merge.Resolution, merged strin
 	shown := res.St
 	n.u.overrideAttr(res.Parts[0], &shown)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.Ino})
+	if res.HasAttrs && !n.u.Layers[res.Top()].Upper {
+		// A lower object's flags are all in its attributes (overlay.protattr counts only
+		// on the upper): known at no cost (protect.go).
+		if cn, ok := ch.Operations().(*node); ok {
+			cn.setProtFlags(statxProt(res.Attrs))
+		}
+	}
 	if isDirStat(&res.St) {
 		_, base := merge.SplitPath(merged)
 		if errno := n.u.dirs.claim(res.Ino, child, n.EmbeddedInode(), base); errno != 0 {

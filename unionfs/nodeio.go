@@ -6,6 +6,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
 	"golang.org/x/sys/unix"
 )
 
@@ -67,6 +68,13 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		}
 		return f.Write(ctx, data, off)
 	}
+	// Opened by the kernel without asking (noopen), so the refusals of open come here: an
+	// immutable file takes no write, an append-only one none before its end (the kernel
+	// sends an O_APPEND write at the end; the flag itself does not reach us).
+	prot := n.protFlags()
+	if prot&copyup.FlagImmutable != 0 {
+		return 0, syscall.EPERM
+	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return 0, errno
 	}
@@ -75,6 +83,12 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 	}
 	var written int
 	errno := n.withFd(nil, unix.O_WRONLY, func(fd int) syscall.Errno {
+		if prot&copyup.FlagAppend != 0 {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil || off < st.Size {
+				return syscall.EPERM
+			}
+		}
 		c, err := unix.Pwrite(fd, data, off)
 		written = max(c, 0)
 		return toErrno(err)
@@ -113,6 +127,11 @@ func (n *node) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence u
 
 // Allocate is fallocate(2) on the object, copied up first.
 func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	// vfs_fallocate: nothing on an immutable file, and only space kept past the end of an
+	// append-only one.
+	if p := n.protFlags(); p&copyup.FlagImmutable != 0 || p&copyup.FlagAppend != 0 && mode&^unix.FALLOC_FL_KEEP_SIZE != 0 {
+		return syscall.EPERM
+	}
 	if _, ok := fileOf(fh); !ok {
 		if errno := n.copyUp(ctx, true); errno != 0 {
 			return errno

@@ -52,6 +52,9 @@ func (u *unionFS) hasLowerParts(res *merge.Resolution) bool {
 
 // Unlink removes a non-directory; a name that a lower layer holds is replaced by a whiteout.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if errno := n.mayRemove(name); errno != 0 {
+		return errno
+	}
 	res, errno := n.resolveChild(name)
 	if errno != 0 {
 		return errno
@@ -65,6 +68,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 // Rmdir removes a directory whose merged view is empty (its upper part may still hold
 // whiteouts, which go with it); a name that a lower layer holds is replaced by a whiteout.
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno := n.mayRemove(name); errno != 0 {
+		return errno
+	}
 	res, errno := n.resolveChild(name)
 	if errno != 0 {
 		return errno

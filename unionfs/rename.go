@@ -77,6 +77,19 @@ type renamePlan struct {
 	srcBelow         int   // the lower layer that shows name, which then needs a whiteout; -1
 }
 
+// mayRename is EPERM where an immutable or append-only object or directory forbids the
+// rename (vfs_rename: may_delete of the source, and may_delete or may_create of the
+// destination).
+func (p *renamePlan) mayRename() syscall.Errno {
+	if errno := p.from.mayRemove(p.name); errno != 0 {
+		return errno
+	}
+	if p.dstExists {
+		return p.to.mayRemove(p.newName)
+	}
+	return p.to.mayAdd()
+}
+
 // planRename classifies both names and refuses what the kernel's overlayfs refuses, in its
 // order; nothing is changed.
 func (n *node) planRename(name string, np *node, newName string, flags uint32) (*renamePlan, syscall.Errno) {
@@ -109,6 +122,11 @@ func (n *node) planRename(name string, np *node, newName string, flags uint32) (
 	case p.dstExists && p.src.Ino == p.dst.Ino && !p.exchange:
 		p.nothing = true
 		return p, 0
+	}
+	if errno := p.mayRename(); errno != 0 {
+		return nil, errno
+	}
+	switch {
 	case !p.exchange && p.dstExists && p.srcIsDir && !p.dstIsDir:
 		return nil, syscall.ENOTDIR
 	case !p.exchange && p.dstExists && !p.srcIsDir && p.dstIsDir:

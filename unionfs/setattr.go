@@ -23,6 +23,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	atime, atimeOK := in.GetATime()
 	mtime, mtimeOK := in.GetMTime()
 	onlyTruncate := sizeOK && size == 0 && !modeOK && !uidOK && !gidOK && !atimeOK && !mtimeOK
+	if errno := n.maySetattr(in); errno != 0 {
+		return errno
+	}
 	if errno := n.copyUp(ctx, !onlyTruncate); errno != 0 {
 		return errno
 	}

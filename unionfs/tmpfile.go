@@ -19,6 +19,9 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if !n.u.hasUpper {
 		return nil, nil, 0, syscall.EROFS
 	}
+	if errno := n.mayAdd(); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return nil, nil, 0, errno
 	}

@@ -56,7 +56,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	if n.u.isPrivateXattr(attr) {
 		return 0, syscall.ENODATA
 	}
-	if n.noXattrs.Load() {
+	if n.attrs.Load()&attrNoXattrs != 0 {
 		return 0, n.u.absentXattr(attr)
 	}
 	p, d, err := n.xattrPath()
@@ -70,7 +70,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		// Programs ask every file for a few attributes it rarely has (ls asks for the
 		// security label): a file found to have none answers from memory until changed.
 		if lsz, lerr := ops.List(p, nil); lerr == nil && lsz == 0 {
-			n.noXattrs.Store(true)
+			n.setAttrBits(attrNoXattrs, 0)
 		}
 		return 0, n.u.absentXattr(attr)
 	}
@@ -125,6 +125,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an attribute on the object, copied up first. The overlay's private attributes
 // cannot be set through the mount (EPERM): a user must not forge markers.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if errno := n.mayChange(); errno != 0 {
+		return errno
+	}
 	errno := n.changeXattr(ctx, attr, func(c xattrs.Calls, p string) error {
 		return c.Set(p, attr, data, int(flags))
 	})
@@ -148,6 +151,9 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 // Removexattr removes an attribute. Removing one the object does not have fails with ENODATA
 // without copying it up, as in the kernel.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if errno := n.mayChange(); errno != 0 {
+		return errno
+	}
 	if !n.u.isPrivateXattr(attr) && !n.topLayer().Upper {
 		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 			return errno
@@ -163,7 +169,7 @@ func (n *node) changeXattr(ctx context.Context, attr string, change func(xattrs.
 	if n.u.isPrivateXattr(attr) || attr == LayerXattr {
 		return syscall.EPERM
 	}
-	defer n.noXattrs.Store(false)
+	defer n.setAttrBits(0, attrNoXattrs)
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
 	}

@@ -68,6 +68,8 @@ type Entry struct {
 	Format Format
 	// Stat is the entry's own stat (not for Absent, nor for an Aufs whiteout).
 	Stat unix.Stat_t
+	// Attrs are its statx attributes (Lstat) where Classify stat'ed it.
+	Attrs uint64
 }
 
 // Classify stats entry name of the directory open as dirfd and tells what it is under r. A
@@ -75,10 +77,12 @@ type Entry struct {
 // Absent, or an Aufs Whiteout. Other errors are returned.
 func Classify(dirfd int, name string, r Rule) (Entry, error) {
 	var e Entry
-	err := unix.Fstatat(dirfd, name, &e.Stat, unix.AT_SYMLINK_NOFOLLOW)
+	attrs, err := Lstat(dirfd, name, &e.Stat)
 	switch {
 	case err == nil:
-		return ClassifyStat(dirfd, name, &e.Stat, r)
+		e, err := ClassifyStat(dirfd, name, &e.Stat, r)
+		e.Attrs = attrs
+		return e, err
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		if r.Aufs {
 			wh, err := HasAufsWhiteout(dirfd, name)

@@ -24,6 +24,10 @@ type Resolution struct {
 	Parts []Part      // topmost first; a non-directory has one
 	St    unix.Stat_t // stat of the topmost object
 	Ino   uint64      // merged st_ino
+	// Attrs are the topmost object's statx attributes (immutable, append-only …), where
+	// HasAttrs says they were read with St.
+	Attrs    uint64
+	HasAttrs bool
 }
 
 // Top is the layer of the topmost object.
@@ -112,7 +116,7 @@ func (s *Stack) Resolve(dirs *Dirs, name string) (res Resolution, errno syscall.
 		here := Part{Layer: p.Layer, Path: JoinPath(p.Path, lookName)}
 		if !found {
 			found = true
-			res.St = st
+			res.St, res.Attrs, res.HasAttrs = st, e.Attrs, true
 			res.Parts = []Part{here}
 			res.Ino = s.Identity.InoOf(l, st.Ino)
 			if !isDir {

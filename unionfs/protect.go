@@ -1,0 +1,196 @@
+package unionfs
+
+import (
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
+	"github.com/layerfs/layerfs/unionfs/xattrs"
+	"golang.org/x/sys/unix"
+)
+
+// Immutable and append-only objects. The kernel's overlayfs gives its inode the immutable
+// and append-only flags of the topmost object and of overlay.protattr (ovl_copyflags,
+// ovl_check_protattr), and the VFS then refuses, with EPERM, what they forbid. A FUSE inode
+// never has them, so the kernel sends those requests to layerfs, which refuses them itself,
+// with the VFS's rules:
+//   - an immutable object: opening it for writing, any change of its attributes (mode,
+//     owner, times, size, extended attributes), a link to it, removing or renaming it; and
+//     in an immutable directory, adding or removing a name;
+//   - an append-only object: opening it for writing without O_APPEND, truncating it, a
+//     change of mode, owner or times (but to now), of extended attributes, a link to it,
+//     removing or renaming it, an fallocate that may change its data; and in an
+//     append-only directory, removing or renaming a name (adding one is allowed).
+//
+// A node keeps its flags once known (node.attrs): layers do not change while mounted, and
+// only Ioctl (fileattr.go) changes them through the mount. A lookup of a lower object, or the
+// making of a new one, tells them at no cost (statx's attributes, whiteout.Lstat); an upper
+// object found by lookup reads them, with overlay.protattr, at its first such request.
+
+// The bits of node.attrs.
+const (
+	// attrNoXattrs: the object is known to have no extended attributes (xattr.go).
+	attrNoXattrs uint32 = 1 << iota
+	// attrProtKnown: attrImmutable and attrAppend are known.
+	attrProtKnown
+	attrImmutable
+	attrAppend
+)
+
+// setAttrBits sets the bits set and clears the bits clear of n.attrs.
+func (n *node) setAttrBits(set, clear uint32) {
+	for {
+		old := n.attrs.Load()
+		v := old&^clear | set
+		if v == old || n.attrs.CompareAndSwap(old, v) {
+			return
+		}
+	}
+}
+
+// protFlags returns the object's immutable and append-only flags (copyup.FlagImmutable,
+// copyup.FlagAppend), as the kernel's overlayfs gives them to its inode.
+func (n *node) protFlags() uint32 {
+	if a := n.attrs.Load(); a&attrProtKnown != 0 {
+		return attrsToFlags(a)
+	}
+	flags := n.readProtFlags()
+	n.setProtFlags(flags)
+	return flags
+}
+
+// setProtFlags records the object's immutable and append-only flags.
+func (n *node) setProtFlags(flags uint32) {
+	set := attrProtKnown
+	if flags&copyup.FlagImmutable != 0 {
+		set |= attrImmutable
+	}
+	if flags&copyup.FlagAppend != 0 {
+		set |= attrAppend
+	}
+	n.setAttrBits(set, attrImmutable|attrAppend)
+}
+
+func attrsToFlags(a uint32) uint32 {
+	var flags uint32
+	if a&attrImmutable != 0 {
+		flags |= copyup.FlagImmutable
+	}
+	if a&attrAppend != 0 {
+		flags |= copyup.FlagAppend
+	}
+	return flags
+}
+
+// readProtFlags reads the topmost object's flags (statx's attributes, which need no open of
+// the object itself) and, on an upper object, overlay.protattr. An object that cannot be
+// reached has none: the request then fails as it would have.
+func (n *node) readProtFlags() uint32 {
+	var fd int
+	var err error
+	upper := true
+	if h := n.hiddenName(); h != "" {
+		fd, err = unix.Openat(n.u.work.FD, h, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	} else {
+		top := n.top()
+		upper = n.u.Layers[top.Layer].Upper
+		fd, err = n.u.Layers[top.Layer].Open(top.Path, unix.O_PATH, 0)
+	}
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(fd)
+	var flags uint32
+	var stx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, 0, &stx) == nil {
+		flags = statxProt(stx.Attributes & stx.Attributes_mask)
+	}
+	if upper && n.attrs.Load()&attrNoXattrs == 0 {
+		var v [32]byte // OVL_PROTATTR_MAX
+		// Through the descriptor's /proc link, which must be followed (O_PATH descriptors
+		// take no fgetxattr).
+		if sz, err := unix.Getxattr(xattrs.Path(fd, ""), n.u.protAttr(), v[:]); err == nil {
+			p, _ := copyup.ParseProtAttr(v[:sz])
+			flags |= p
+		}
+	}
+	return flags
+}
+
+// statxProt returns the immutable and append-only flags that statx attributes carry.
+func statxProt(attrs uint64) uint32 {
+	var flags uint32
+	if attrs&unix.STATX_ATTR_IMMUTABLE != 0 {
+		flags |= copyup.FlagImmutable
+	}
+	if attrs&unix.STATX_ATTR_APPEND != 0 {
+		flags |= copyup.FlagAppend
+	}
+	return flags
+}
+
+// mayChange is EPERM where the object's attributes may not change (notify_change,
+// xattr_permission): it is immutable or append-only.
+func (n *node) mayChange() syscall.Errno {
+	if n.protFlags() != 0 {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// maySetattr is EPERM where the object's flags forbid the change in (notify_change,
+// setattr_prepare): a change of mode, owner, size or explicit times of an immutable or
+// append-only object, and times set to now on an immutable one.
+func (n *node) maySetattr(in *fuse.SetAttrIn) syscall.Errno {
+	v := in.Valid
+	explicit := v&fuse.FATTR_ATIME != 0 && v&fuse.FATTR_ATIME_NOW == 0 || v&fuse.FATTR_MTIME != 0 && v&fuse.FATTR_MTIME_NOW == 0
+	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_SIZE) != 0 || explicit {
+		return n.mayChange()
+	}
+	if v&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 && n.protFlags()&copyup.FlagImmutable != 0 {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// mayWrite is EPERM where the object may not be opened for writing with flags (may_open).
+func (n *node) mayWrite(flags uint32) syscall.Errno {
+	switch p := n.protFlags(); {
+	case p&copyup.FlagImmutable != 0:
+		return syscall.EPERM
+	case p&copyup.FlagAppend != 0 && flags&unix.O_APPEND == 0:
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// mayAdd is EPERM where directory n may not take a new name (may_create).
+func (n *node) mayAdd() syscall.Errno {
+	if n.protFlags()&copyup.FlagImmutable != 0 {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// mayRemove is EPERM where name may not be removed from directory n, or moved out of it
+// (may_delete): n or the object is immutable or append-only.
+func (n *node) mayRemove(name string) syscall.Errno {
+	if n.protFlags() != 0 {
+		return syscall.EPERM
+	}
+	if c := n.knownChild(name); c != nil && c.protFlags() != 0 {
+		return syscall.EPERM
+	}
+	return 0
+}
+
+// knownChild returns the node of name in directory n, if the tree has one (the kernel looks a
+// name up before it asks to remove or rename it).
+func (n *node) knownChild(name string) *node {
+	if ch := n.GetChild(name); ch != nil {
+		if c, ok := ch.Operations().(*node); ok {
+			return c
+		}
+	}
+	return nil
+}
