@@ -1,6 +1,10 @@
 package whiteout
 
-import "golang.org/x/sys/unix"
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+)
 
 // Lstat is fstatat(dirfd, name, AT_SYMLINK_NOFOLLOW) that also returns the object's
 // attributes (statx's stx_attributes, of those its file system reports: STATX_ATTR_IMMUTABLE,
@@ -8,6 +12,11 @@ import "golang.org/x/sys/unix"
 func Lstat(dirfd int, name string, st *unix.Stat_t) (uint64, error) {
 	var x unix.Statx_t
 	if err := unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &x); err != nil {
+		if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+			// A kernel before 4.11, or a seccomp profile that predates statx: stat, and
+			// no attributes.
+			return 0, unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		}
 		return 0, err
 	}
 	if x.Mask&unix.STATX_BASIC_STATS != unix.STATX_BASIC_STATS {
