@@ -168,16 +168,11 @@ func (o op) apply(root string) string {
 		if t := st.Mode & unix.S_IFMT; t != unix.S_IFREG && t != unix.S_IFDIR {
 			return "not a file or directory"
 		}
-		fd, err := unix.Open(p(o.A), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		flags, err := flagsAt(p(o.A))
 		if err != nil {
 			return errName(err)
 		}
-		defer unix.Close(fd)
-		flags, err := copyup.GetFlags(fd)
-		if err != nil {
-			return errName(err)
-		}
-		return errName(copyup.SetFlags(fd, flags^uint32(o.Off)))
+		return errName(setFlagsAt(p(o.A), flags^uint32(o.Off), false))
 	case "setxattr":
 		return errName(unix.Lsetxattr(p(o.A), o.B, o.Data, 0))
 	case "removexattr":

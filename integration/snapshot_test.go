@@ -12,7 +12,6 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/layerfs/layerfs/copyup"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,12 +114,7 @@ func lstatEntry(t testing.TB, p string) entry {
 
 // inodeFlags describes p's inode flags, or why they cannot be read.
 func inodeFlags(p string) string {
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return errName(err)
-	}
-	defer unix.Close(fd)
-	f, err := copyup.GetFlags(fd)
+	f, err := flagsAt(p)
 	if err != nil {
 		return errName(err)
 	}
