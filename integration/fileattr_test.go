@@ -226,6 +226,7 @@ func TestImmutableAppend(t *testing.T) {
 			must(t, os.WriteFile(filepath.Join(l, d, "v"), []byte("v\n"), 0o644))
 		}
 		must(t, os.WriteFile(filepath.Join(l, "outside"), []byte("o\n"), 0o644))
+		must(t, os.WriteFile(filepath.Join(l, "cfr"), []byte("c\n"), 0o644))
 	}, map[string]uint32{"fi": copyup.FlagImmutable, "fa": copyup.FlagAppend, "di": copyup.FlagImmutable, "da": copyup.FlagAppend})
 	script := func(m string) []string {
 		var out []string
@@ -296,6 +297,22 @@ func TestImmutableAppend(t *testing.T) {
 				names = append(names, e.Name())
 			}
 			step(fmt.Sprintf("%s: holds %v", d, names), err)
+		}
+		// Made immutable while open for writing: copy_file_range into it is refused
+		// (generic_copy_file_checks, xfstests generic/553); write(2) is not.
+		if fd, err := unix.Open(at("cfr"), unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
+			step("cfr: open", err)
+		} else {
+			step("chattr +i cfr", addFlags(at("cfr"), copyup.FlagImmutable, 0))
+			if in, err := unix.Open(at("outside"), unix.O_RDONLY|unix.O_CLOEXEC, 0); err == nil {
+				_, err = unix.CopyFileRange(in, nil, fd, nil, 2, 0)
+				step("cfr: copy_file_range", err)
+				unix.Close(in)
+			}
+			_, err = unix.Write(fd, []byte("w"))
+			step("cfr: write", err)
+			unix.Close(fd)
+			step("chattr -i cfr", addFlags(at("cfr"), 0, copyup.FlagImmutable))
 		}
 		// Cleared, nothing is refused.
 		for _, n := range append(append([]string(nil), files...), dirs...) {

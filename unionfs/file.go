@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/layerfs/layerfs/copyup"
 	"golang.org/x/sys/unix"
 )
 
@@ -266,6 +267,11 @@ func (n *node) CopyFileRange(ctx context.Context, fhIn fs.FileHandle, offIn uint
 	dst, ok := out.Operations().(*node)
 	if !ok {
 		return 0, syscall.EXDEV
+	}
+	if dst.protFlags()&copyup.FlagImmutable != 0 {
+		// generic_copy_file_checks: not into an immutable file, even through a descriptor
+		// opened before it became one (protect.go).
+		return 0, syscall.EPERM
 	}
 	if _, ok := fileOf(fhOut); !ok {
 		if errno := dst.copyUp(ctx, true); errno != 0 {

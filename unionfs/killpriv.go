@@ -70,6 +70,12 @@ func (n *node) dropPrivs(ctx context.Context, unprivileged bool) (bool, syscall.
 		if errno := n.setMode(ctx, &in); errno != 0 {
 			return true, errno
 		}
+		// The kernel learns of the change from no reply here (a WRITE's or FALLOCATE's
+		// does not carry attributes, and what they invalidate leaves the mode cached):
+		// without this, its inode would keep the set-id bits, which execve honours, until
+		// the attributes time out. Attributes only, which takes no lock the kernel holds
+		// while it waits for the request being served.
+		n.NotifyContent(-1, 0)
 	}
 	if errno := n.Removexattr(ctx, capabilityXattr); errno != 0 && errno != syscall.ENODATA {
 		return true, errno
