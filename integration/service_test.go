@@ -546,3 +546,59 @@ func TestDemoInterrupted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRemount: "mount -o remount,ro" and back to rw, as mount(8) runs them through the helper
+// (layerfs SOURCE MNT -o ro,relatime,remount,user_id=0,…): the mount turns read-only (a write
+// fails with EROFS, a read works) and writable again, keeps nosuid and its one server. An
+// access-time option that would change, and a path that is no FUSE mount, are refused with a
+// message naming the problem, and nothing changes.
+func TestRemount(t *testing.T) {
+	needMounts(t)
+	prog := helperProgram(t)
+	root := t.TempDir()
+	st := newStack(t, root)
+	builder{t, st.Lowers[0]}.file("a", "from lower\n", 0o644)
+	mnt := mkdir(t, root, "m")
+	t.Cleanup(func() { unmountFuse(t, mnt) })
+	if out, err := exec.Command("mount", "-t", "fuse."+prog, "src", mnt, "-o", st.options()+",nosuid").CombinedOutput(); err != nil {
+		t.Fatalf("mount -t fuse.%s: %v\n%s", prog, err, out)
+	}
+	pids := serverPids(mnt)
+	flags := func() string {
+		e, _ := mountAt(mnt)
+		return e.Options
+	}
+	write := func() string {
+		return errName(os.WriteFile(filepath.Join(mnt, "new"), []byte("x"), 0o644))
+	}
+	for _, step := range []struct{ opt, wantWrite string }{{"ro", "EROFS"}, {"rw", "ok"}} {
+		if out, err := exec.Command("mount", "-t", "fuse."+prog, "-o", "remount,"+step.opt, mnt).CombinedOutput(); err != nil {
+			t.Fatalf("mount -o remount,%s: %v\n%s", step.opt, err, out)
+		}
+		f := "," + flags() + ","
+		if !strings.HasPrefix(f, ","+step.opt+",") || !strings.Contains(f, ",nosuid,") {
+			t.Errorf("after remount,%s the mount's flags are %s, want %s and nosuid", step.opt, f, step.opt)
+		}
+		if got := write(); got != step.wantWrite {
+			t.Errorf("after remount,%s a write: %s, want %s", step.opt, got, step.wantWrite)
+		}
+		if data, err := os.ReadFile(filepath.Join(mnt, "a")); err != nil || string(data) != "from lower\n" {
+			t.Errorf("after remount,%s a read: %q %v", step.opt, data, err)
+		}
+	}
+	if got := serverPids(mnt); len(got) != 1 || len(pids) != 1 || got[0] != pids[0] {
+		t.Errorf("servers %v after the remounts, %v before: want the same one", got, pids)
+	}
+	before := flags()
+	out, err := exec.Command(bin, "-o", "remount,noatime", mnt).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "access-time") {
+		t.Errorf("remount,noatime: %v %s, want a refusal naming the access-time options", err, out)
+	}
+	if after := flags(); after != before {
+		t.Errorf("a refused remount changed the flags from %s to %s", before, after)
+	}
+	out, err = exec.Command(bin, "-o", "remount,ro", root).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not a fuse mount") {
+		t.Errorf("remount of %s, no mount: %v %s", root, err, out)
+	}
+}

@@ -110,6 +110,8 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   squash_to_root, squash_to_uid=N, squash_to_gid=N   show every object owned by these ids
   xattr_permissions=1|2   keep chmod/chown of upper objects in an override attribute
   ro, nodev, nosuid, noexec, noatime, relatime, strictatime, nodiratime, …   mount flags
+  remount          change ro/rw, nosuid, nodev, noexec of the layerfs mount on MOUNTPOINT
+                   (what mount -o remount,ro MOUNTPOINT runs); needs root
   debug            same as --debug
   Unknown options are reported and ignored, as fuse-overlayfs does.
 
@@ -179,7 +181,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// -o io_uring= still decides.
 		cfg.IOUring = unionfs.IOUringOn
 	}
-	unknownBare = false
+	unknownBare, remount = false, false
 	warn := func(msg string) { fmt.Fprintf(stderr, "layerfs: warning: %s\n", msg) }
 	for _, o := range *opts {
 		if err := parseOptions(o, &cfg, warn); err != nil {
@@ -236,6 +238,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	mountpoint := rest[0]
+	if remount {
+		if err := unionfs.Remount(mountpoint, cfg); err != nil {
+			fmt.Fprintf(stderr, "layerfs: %s\n", errMessage(err))
+			return 1
+		}
+		return 0
+	}
 	if err := cfg.Validate(mountpoint); err != nil {
 		msg := errMessage(err)
 		if unknownBare && strings.Contains(msg, "does not exist") {

@@ -67,10 +67,16 @@ var acceptedOptions = map[string]bool{
 	"fsync": true, "uuid": true, "context": true, "fscontext": true, "defcontext": true,
 	"rootcontext": true, "plugins": true, "threaded": true, "static_nlink": true,
 	"noxattrs": true, "max_idle_threads": true,
+	// FUSE's own options, which mountinfo shows and mount(8) hands back on a remount.
+	"user_id": true, "group_id": true, "max_read": true, "blksize": true,
 }
 
 // logDest is the log= option's value: "syslog", "stderr" or a file; empty for the default.
 var logDest string
+
+// remount is set by the remount option: mount(8)'s "mount -o remount,ro MNT", which asks for
+// the flags of an existing mount to change rather than for a new one.
+var remount bool
 
 // unknownBare is set when an unknown option without a value was given: perhaps the rest of a
 // path cut at an unescaped comma, which a later "does not exist" should hint at.
@@ -130,6 +136,9 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 		case "log":
 			// Where problems are logged; the command opens it (logdest.go).
 			logDest = unescape(val)
+		case "remount":
+			// mount -o remount: change the flags of the mount in place (main.go).
+			remount = true
 		case "volatile":
 			cfg.Volatile = true
 		case "noopen":

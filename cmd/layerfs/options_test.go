@@ -57,6 +57,8 @@ func TestParseOptions(t *testing.T) {
 		{in: "lowerdir=/a,idle_prune=0", want: unionfs.Config{Lowers: []string{"/a"}, IdlePrune: -1}},
 		{in: "lowerdir=/a,idle_prune=-5", wantErr: "idle_prune"},
 		{in: "lowerdir=/a,idle_prune=1m", wantErr: "idle_prune"},
+		// What mount(8) hands back on "mount -o remount,ro": no warning for FUSE's own options.
+		{in: "ro,relatime,remount,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576,dev,suid", want: unionfs.Config{MountOptions: []string{"ro", "relatime", "dev", "suid"}}},
 	}
 	for _, c := range cases {
 		var cfg unionfs.Config
