@@ -299,7 +299,8 @@ func TestImmutableAppend(t *testing.T) {
 			step(fmt.Sprintf("%s: holds %v", d, names), err)
 		}
 		// Made immutable while open for writing: copy_file_range into it is refused
-		// (generic_copy_file_checks, xfstests generic/553); write(2) is not.
+		// (generic_copy_file_checks, xfstests generic/553), and truncate by path; write(2)
+		// and ftruncate through the descriptor are not.
 		if fd, err := unix.Open(at("cfr"), unix.O_WRONLY|unix.O_CLOEXEC, 0); err != nil {
 			step("cfr: open", err)
 		} else {
@@ -311,6 +312,8 @@ func TestImmutableAppend(t *testing.T) {
 			}
 			_, err = unix.Write(fd, []byte("w"))
 			step("cfr: write", err)
+			step("cfr: ftruncate", unix.Ftruncate(fd, 1))
+			step("cfr: truncate", unix.Truncate(at("cfr"), 1))
 			unix.Close(fd)
 			step("chattr -i cfr", addFlags(at("cfr"), 0, copyup.FlagImmutable))
 		}

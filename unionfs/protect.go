@@ -139,13 +139,21 @@ func (n *node) mayChange() syscall.Errno {
 }
 
 // maySetattr is EPERM where the object's flags forbid the change in (notify_change,
-// setattr_prepare): a change of mode, owner, size or explicit times of an immutable or
-// append-only object, and times set to now on an immutable one.
+// setattr_prepare, and the truncates): a change of mode, owner or explicit times of an
+// immutable or append-only object, and times set to now on an immutable one; a new size of
+// an append-only object, and of an immutable one but through a descriptor opened for writing
+// before it became so (FATTR_FH: ftruncate checks only append-only, do_sys_ftruncate).
 func (n *node) maySetattr(in *fuse.SetAttrIn) syscall.Errno {
 	v := in.Valid
 	explicit := v&fuse.FATTR_ATIME != 0 && v&fuse.FATTR_ATIME_NOW == 0 || v&fuse.FATTR_MTIME != 0 && v&fuse.FATTR_MTIME_NOW == 0
-	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID|fuse.FATTR_SIZE) != 0 || explicit {
+	if v&(fuse.FATTR_MODE|fuse.FATTR_UID|fuse.FATTR_GID) != 0 || explicit {
 		return n.mayChange()
+	}
+	if v&fuse.FATTR_SIZE != 0 {
+		p := n.protFlags()
+		if p&copyup.FlagAppend != 0 || p&copyup.FlagImmutable != 0 && v&fuse.FATTR_FH == 0 {
+			return syscall.EPERM
+		}
 	}
 	if v&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 && n.protFlags()&copyup.FlagImmutable != 0 {
 		return syscall.EPERM
