@@ -82,6 +82,9 @@ func TestFileattr(t *testing.T) {
 func flagStacks(t *testing.T, build func(lower string), flags map[string]uint32) (mnts, uppers map[string]string) {
 	t.Helper()
 	root := t.TempDir()
+	// Reachable by the user some steps run as (withFsIDs).
+	must(t, os.Chmod(root, 0o755))
+	must(t, os.Chmod(filepath.Dir(root), 0o755))
 	mnts, uppers = map[string]string{}, map[string]string{}
 	for _, side := range []string{"kernel", testedName()} {
 		dir := mkdir(t, root, side)
@@ -227,7 +230,9 @@ func TestImmutableAppend(t *testing.T) {
 		}
 		must(t, os.WriteFile(filepath.Join(l, "outside"), []byte("o\n"), 0o644))
 		must(t, os.WriteFile(filepath.Join(l, "cfr"), []byte("c\n"), 0o644))
-	}, map[string]uint32{"fi": copyup.FlagImmutable, "fa": copyup.FlagAppend, "di": copyup.FlagImmutable, "da": copyup.FlagAppend})
+		must(t, os.WriteFile(filepath.Join(l, "suid-append"), []byte("s\n"), 0o644))
+		must(t, unix.Chmod(filepath.Join(l, "suid-append"), 0o4777))
+	}, map[string]uint32{"fi": copyup.FlagImmutable, "fa": copyup.FlagAppend, "di": copyup.FlagImmutable, "da": copyup.FlagAppend, "suid-append": copyup.FlagAppend})
 	script := func(m string) []string {
 		var out []string
 		step := func(what string, err error) { out = append(out, what+": "+errText(err)) }
@@ -317,6 +322,18 @@ func TestImmutableAppend(t *testing.T) {
 			unix.Close(fd)
 			step("chattr -i cfr", addFlags(at("cfr"), 0, copyup.FlagImmutable))
 		}
+		// An unprivileged append to an append-only set-user-id file succeeds and drops the
+		// bit: the privileges are dropped on the upper object, which has no such flag.
+		step("suid-append: append as a user", errors.New(withFsIDs(func() string {
+			f, err := os.OpenFile(at("suid-append"), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				return errName(err)
+			}
+			_, err = f.WriteString("more\n")
+			f.Close()
+			return errName(err)
+		})))
+		step("suid-append: "+modeOnly(at("suid-append")), nil)
 		// Cleared, nothing is refused.
 		for _, n := range append(append([]string(nil), files...), dirs...) {
 			step("chattr -ia "+n, addFlags(at(n), 0, copyup.FlagImmutable|copyup.FlagAppend))

@@ -77,7 +77,7 @@ func (n *node) dropPrivs(ctx context.Context, unprivileged bool) (bool, syscall.
 		// while it waits for the request being served.
 		n.NotifyContent(-1, 0)
 	}
-	if errno := n.Removexattr(ctx, capabilityXattr); errno != 0 && errno != syscall.ENODATA {
+	if errno := n.removexattr(ctx, capabilityXattr); errno != 0 && errno != syscall.ENODATA {
 		return true, errno
 	}
 	return mode&(unix.S_ISUID|unix.S_ISGID) != 0, 0
@@ -93,10 +93,11 @@ func (n *node) dropSetgid(ctx context.Context) syscall.Errno {
 	return n.setMode(ctx, &in)
 }
 
-// setMode changes the mode as Setattr does, without Setattr's reply.
+// setMode changes the mode as Setattr does, without Setattr's reply, and without its refusals
+// for immutable and append-only objects: a privilege drop goes through (setattr).
 func (n *node) setMode(ctx context.Context, in *fuse.SetAttrIn) syscall.Errno {
 	var out fuse.AttrOut
-	return n.Setattr(ctx, nil, in, &out)
+	return n.setattr(ctx, nil, in, &out)
 }
 
 // beforeWrite drops privileges ahead of a write, truncate or allocation by the caller of ctx

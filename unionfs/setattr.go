@@ -13,8 +13,18 @@ import (
 var _ fs.NodeSetattrer = (*node)(nil)
 
 // Setattr changes mode, owner, size or times, copying a lower object up first (without its
-// data when it is truncated to nothing).
+// data when it is truncated to nothing); what an immutable or append-only object forbids is
+// refused first (protect.go).
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.maySetattr(in); errno != 0 {
+		return errno
+	}
+	return n.setattr(ctx, f, in, out)
+}
+
+// setattr is Setattr without the flags' refusals, for the changes layerfs makes itself: the
+// kernel drops privileges on the upper object, which has no such flags (setMode).
+func (n *node) setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	size, sizeOK := in.GetSize()
 	mode, modeOK := in.GetMode()
 	uid, uidOK := in.GetUID()
@@ -23,9 +33,6 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	atime, atimeOK := in.GetATime()
 	mtime, mtimeOK := in.GetMTime()
 	onlyTruncate := sizeOK && size == 0 && !modeOK && !uidOK && !gidOK && !atimeOK && !mtimeOK
-	if errno := n.maySetattr(in); errno != 0 {
-		return errno
-	}
 	if errno := n.copyUp(ctx, !onlyTruncate); errno != 0 {
 		return errno
 	}

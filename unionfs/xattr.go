@@ -154,6 +154,12 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if errno := n.mayChange(); errno != 0 {
 		return errno
 	}
+	return n.removexattr(ctx, attr)
+}
+
+// removexattr is Removexattr without the flags' refusal, for the capability a write drops
+// (dropPrivs), as the kernel's overlayfs drops it from the upper object.
+func (n *node) removexattr(ctx context.Context, attr string) syscall.Errno {
 	if !n.u.isPrivateXattr(attr) && !n.topLayer().Upper {
 		if _, errno := n.Getxattr(ctx, attr, nil); errno != 0 {
 			return errno
