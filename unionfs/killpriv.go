@@ -83,7 +83,7 @@ func (n *node) dropPrivs(ctx context.Context, unprivileged bool) (bool, syscall.
 	return mode&(unix.S_ISUID|unix.S_ISGID) != 0, 0
 }
 
-// dropSetgid clears the object's set-group-id bit, through Setattr like every mode change.
+// dropSetgid clears the object's set-group-id bit, through setattr like every mode change.
 func (n *node) dropSetgid(ctx context.Context) syscall.Errno {
 	var attr fuse.AttrOut
 	if errno := n.Getattr(ctx, nil, &attr); errno != 0 || attr.Mode&unix.S_ISGID == 0 {

@@ -114,8 +114,11 @@ func (n *node) lowerParts() []merge.Part {
 	return out
 }
 
+// setWhere records where a copy-up put the object. Its attributes change (the copy has the
+// overlay's own), its immutable and append-only flags do not: the copy keeps them in
+// overlay.protattr (copyup's copyFileattr), so what protFlags knew stays true.
 func (n *node) setWhere(parts []merge.Part, st *unix.Stat_t) {
-	n.setAttrBits(0, attrNoXattrs|attrProtKnown)
+	n.setAttrBits(0, attrNoXattrs)
 	n.mu.Lock()
 	n.where = parts
 	n.dev, n.ino = st.Dev, st.Ino

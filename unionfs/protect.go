@@ -22,8 +22,9 @@ import (
 //     removing or renaming it, an fallocate that may change its data; and in an
 //     append-only directory, removing or renaming a name (adding one is allowed).
 //
-// A node keeps its flags once known (node.attrs): layers do not change while mounted, and
-// only Ioctl (fileattr.go) changes them through the mount. A lookup of a lower object, or the
+// A node keeps its flags once known (node.attrs): layers do not change while mounted, a
+// copy-up keeps them (in overlay.protattr), and only Ioctl (fileattr.go) changes them through
+// the mount. A lookup of a lower object, or the
 // making of a new one, tells them at no cost (statx's attributes, whiteout.Lstat); an upper
 // object found by lookup reads them, with overlay.protattr, at its first such request.
 
