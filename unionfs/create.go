@@ -277,11 +277,11 @@ func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.I
 		return nil, toErrno(err)
 	}
 	merged := merge.JoinPath(n.path(), s.name)
-	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino), Attrs: attrs, HasAttrs: true}
+	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino), Attrs: attrs}
 	ch, errno := n.newChild(ctx, &res, merged, out)
 	if errno == 0 {
 		if cn, ok := ch.Operations().(*node); ok {
-			cn.setProtFlags(statxProt(attrs))
+			cn.setProtFlags(statxBits.flags(attrs))
 		}
 	}
 	return ch, errno

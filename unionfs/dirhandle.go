@@ -135,7 +135,7 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		// Directories merge, and hard links may have state elsewhere: the full way.
 		return h.n.Lookup(ctx, name, out)
 	}
-	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino), Attrs: attrs, HasAttrs: true}
+	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino), Attrs: attrs}
 	if l.Upper {
 		if ino, ok := h.n.u.OriginIno(dirfd, name); ok {
 			res.Ino = ino

@@ -37,10 +37,6 @@ const (
 	// and 8 bytes of padding.
 	fsxattrSize = 28
 
-	// The xflags (FS_XFLAG_*) of the two flags the overlay keeps off the upper object.
-	xflagImmutable = 0x8
-	xflagAppend    = 0x10
-
 	protFlags = copyup.FlagImmutable | copyup.FlagAppend
 )
 
@@ -88,9 +84,8 @@ func (n *node) getFlags(fh fs.FileHandle, buf []byte, xattr bool) syscall.Errno 
 		if errno := ioctlBuf(fd, cmd, buf); errno != 0 {
 			return errno
 		}
-		if n.topLayer().Upper {
-			setProtFlags(buf, xattr, protFlagsIn(buf, xattr)|n.u.protFlagsOf(fd))
-		}
+		// The object's own, or those overlay.protattr records on the upper (protect.go).
+		putProtFlags(buf, xattr, n.protFlags())
 		return 0
 	})
 }
@@ -119,7 +114,7 @@ func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Err
 			return toErrno(err)
 		}
 		upper := append([]byte(nil), buf...)
-		setProtFlags(upper, xattr, 0)
+		putProtFlags(upper, xattr, 0)
 		cmd := uint(unix.FS_IOC_SETFLAGS)
 		if xattr {
 			cmd = fsIocFsSetXattr
@@ -139,45 +134,20 @@ func (n *node) setFlags(ctx context.Context, buf []byte, xattr bool) syscall.Err
 	return errno
 }
 
-// protFlagsOf returns the protected flags the overlay.protattr of the upper object open as fd
-// records; a value the kernel would not take counts as none, as there.
-func (u *unionFS) protFlagsOf(fd int) uint32 {
-	var v [32]byte // OVL_PROTATTR_MAX
-	sz, err := unix.Fgetxattr(fd, u.protAttr(), v[:])
-	if err != nil {
-		return 0
-	}
-	flags, _ := copyup.ParseProtAttr(v[:sz])
-	return flags
-}
-
 // protFlagsIn returns the protected flags set in buf (flags, or a struct fsxattr's xflags).
 func protFlagsIn(buf []byte, xattr bool) uint32 {
 	v := binary.NativeEndian.Uint32(buf)
-	if !xattr {
-		return v & protFlags
+	if xattr {
+		return xflagBits.flags(uint64(v))
 	}
-	var flags uint32
-	if v&xflagImmutable != 0 {
-		flags |= copyup.FlagImmutable
-	}
-	if v&xflagAppend != 0 {
-		flags |= copyup.FlagAppend
-	}
-	return flags
+	return v & protFlags
 }
 
-// setProtFlags makes the protected flags in buf exactly prot.
-func setProtFlags(buf []byte, xattr bool, prot uint32) {
+// putProtFlags makes the protected flags in buf exactly prot.
+func putProtFlags(buf []byte, xattr bool, prot uint32) {
 	v := binary.NativeEndian.Uint32(buf)
 	if xattr {
-		v &^= xflagImmutable | xflagAppend
-		if prot&copyup.FlagImmutable != 0 {
-			v |= xflagImmutable
-		}
-		if prot&copyup.FlagAppend != 0 {
-			v |= xflagAppend
-		}
+		v = v&^xflagBits.all() | xflagBits.to(prot)
 	} else {
 		v = v&^protFlags | prot
 	}

@@ -147,11 +147,11 @@ func (n *node) newChild(ctx context.Context, res *merge.Resolution, merged strin
 	shown := res.St
 	n.u.overrideAttr(res.Parts[0], &shown)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.Ino})
-	if res.HasAttrs && !n.u.Layers[res.Top()].Upper {
+	if !n.u.Layers[res.Top()].Upper {
 		// A lower object's flags are all in its attributes (overlay.protattr counts only
 		// on the upper): known at no cost (protect.go).
 		if cn, ok := ch.Operations().(*node); ok {
-			cn.setProtFlags(statxProt(res.Attrs))
+			cn.setProtFlags(statxBits.flags(res.Attrs))
 		}
 	}
 	if isDirStat(&res.St) {

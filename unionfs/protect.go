@@ -53,7 +53,7 @@ func (n *node) setAttrBits(set, clear uint32) {
 // copyup.FlagAppend), as the kernel's overlayfs gives them to its inode.
 func (n *node) protFlags() uint32 {
 	if a := n.attrs.Load(); a&attrProtKnown != 0 {
-		return attrsToFlags(a)
+		return attrBits.flags(uint64(a))
 	}
 	flags := n.readProtFlags()
 	n.setProtFlags(flags)
@@ -62,26 +62,45 @@ func (n *node) protFlags() uint32 {
 
 // setProtFlags records the object's immutable and append-only flags.
 func (n *node) setProtFlags(flags uint32) {
-	set := attrProtKnown
-	if flags&copyup.FlagImmutable != 0 {
-		set |= attrImmutable
-	}
-	if flags&copyup.FlagAppend != 0 {
-		set |= attrAppend
-	}
-	n.setAttrBits(set, attrImmutable|attrAppend)
+	n.setAttrBits(attrProtKnown|attrBits.to(flags), attrImmutable|attrAppend)
 }
 
-func attrsToFlags(a uint32) uint32 {
-	var flags uint32
-	if a&attrImmutable != 0 {
-		flags |= copyup.FlagImmutable
+// protBits pairs the immutable and append-only flags (copyup.FlagImmutable and
+// copyup.FlagAppend, first) with the bits that stand for them in another encoding.
+type protBits [2][2]uint64
+
+// The encodings of the two flags: node.attrs, statx's attributes, and a struct fsxattr's
+// xflags (FS_XFLAG_IMMUTABLE, FS_XFLAG_APPEND).
+var (
+	attrBits  = protBits{{copyup.FlagImmutable, uint64(attrImmutable)}, {copyup.FlagAppend, uint64(attrAppend)}}
+	statxBits = protBits{{copyup.FlagImmutable, unix.STATX_ATTR_IMMUTABLE}, {copyup.FlagAppend, unix.STATX_ATTR_APPEND}}
+	xflagBits = protBits{{copyup.FlagImmutable, 0x8}, {copyup.FlagAppend, 0x10}}
+)
+
+// flags returns the flags that bits v stand for.
+func (b protBits) flags(v uint64) uint32 {
+	var f uint32
+	for _, p := range b {
+		if v&p[1] != 0 {
+			f |= uint32(p[0])
+		}
 	}
-	if a&attrAppend != 0 {
-		flags |= copyup.FlagAppend
-	}
-	return flags
+	return f
 }
+
+// to returns the bits that stand for flags.
+func (b protBits) to(flags uint32) uint32 {
+	var v uint64
+	for _, p := range b {
+		if uint64(flags)&p[0] != 0 {
+			v |= p[1]
+		}
+	}
+	return uint32(v)
+}
+
+// all is every bit of the encoding.
+func (b protBits) all() uint32 { return uint32(b[0][1] | b[1][1]) }
 
 // readProtFlags reads the topmost object's flags (statx's attributes, which need no open of
 // the object itself) and, on an upper object, overlay.protattr. An object that cannot be
@@ -104,7 +123,7 @@ func (n *node) readProtFlags() uint32 {
 	var flags uint32
 	var stx unix.Statx_t
 	if unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, 0, &stx) == nil {
-		flags = statxProt(stx.Attributes & stx.Attributes_mask)
+		flags = statxBits.flags(stx.Attributes & stx.Attributes_mask)
 	}
 	if upper && n.attrs.Load()&attrNoXattrs == 0 {
 		var v [32]byte // OVL_PROTATTR_MAX
@@ -114,18 +133,6 @@ func (n *node) readProtFlags() uint32 {
 			p, _ := copyup.ParseProtAttr(v[:sz])
 			flags |= p
 		}
-	}
-	return flags
-}
-
-// statxProt returns the immutable and append-only flags that statx attributes carry.
-func statxProt(attrs uint64) uint32 {
-	var flags uint32
-	if attrs&unix.STATX_ATTR_IMMUTABLE != 0 {
-		flags |= copyup.FlagImmutable
-	}
-	if attrs&unix.STATX_ATTR_APPEND != 0 {
-		flags |= copyup.FlagAppend
 	}
 	return flags
 }

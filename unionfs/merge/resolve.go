@@ -24,10 +24,9 @@ type Resolution struct {
 	Parts []Part      // topmost first; a non-directory has one
 	St    unix.Stat_t // stat of the topmost object
 	Ino   uint64      // merged st_ino
-	// Attrs are the topmost object's statx attributes (immutable, append-only …), where
-	// HasAttrs says they were read with St.
-	Attrs    uint64
-	HasAttrs bool
+	// Attrs are the topmost object's statx attributes (immutable, append-only …), read
+	// with St.
+	Attrs uint64
 }
 
 // Top is the layer of the topmost object.
@@ -116,7 +115,7 @@ func (s *Stack) Resolve(dirs *Dirs, name string) (res Resolution, errno syscall.
 		here := Part{Layer: p.Layer, Path: JoinPath(p.Path, lookName)}
 		if !found {
 			found = true
-			res.St, res.Attrs, res.HasAttrs = st, e.Attrs, true
+			res.St, res.Attrs = st, e.Attrs
 			res.Parts = []Part{here}
 			res.Ino = s.Identity.InoOf(l, st.Ino)
 			if !isDir {
