@@ -52,12 +52,7 @@ func TestFileattr(t *testing.T) {
 		out = append(out, fmt.Sprintf("xflags fA: %#x %s", x, errText(err)))
 		out = append(out, "chmod fA fS: "+errText(os.Chmod(filepath.Join(m, "fA"), 0o600))+" "+errText(os.Chmod(filepath.Join(m, "fS"), 0o600)))
 		out = append(out, "chmod fi: "+errText(os.Chmod(filepath.Join(m, "fi"), 0o600)))
-		f, err := os.OpenFile(filepath.Join(m, "di", "child"), os.O_WRONLY|os.O_APPEND, 0)
-		if err == nil {
-			_, err = f.WriteString("more\n")
-			f.Close()
-		}
-		out = append(out, "append to di/child: "+errText(err))
+		out = append(out, "append to di/child: "+errText(appendLine(filepath.Join(m, "di", "child"), "more")))
 		flags("fA", "fS", "di")
 		out = append(out, "chattr +d fS: "+errText(addFlags(filepath.Join(m, "fS"), 0x40, 0)))
 		out = append(out, "chattr -i fi: "+errText(addFlags(filepath.Join(m, "fi"), 0, copyup.FlagImmutable)))
@@ -290,12 +285,7 @@ func TestImmutableAppend(t *testing.T) {
 			step(d+": rmdir", unix.Rmdir(p))
 			step(d+": unlink, a directory", unix.Unlink(p))
 			step(d+": chmod", unix.Chmod(p, 0o700))
-			f, err := os.OpenFile(filepath.Join(p, "c"), os.O_WRONLY|os.O_APPEND, 0)
-			if err == nil {
-				_, err = f.WriteString("changed\n")
-				f.Close()
-			}
-			step(d+": change a file inside", err)
+			step(d+": change a file inside", appendLine(filepath.Join(p, "c"), "changed"))
 			ents, err := os.ReadDir(p)
 			var names []string
 			for _, e := range ents {
@@ -325,13 +315,7 @@ func TestImmutableAppend(t *testing.T) {
 		// An unprivileged append to an append-only set-user-id file succeeds and drops the
 		// bit: the privileges are dropped on the upper object, which has no such flag.
 		step("suid-append: append as a user", errors.New(withFsIDs(func() string {
-			f, err := os.OpenFile(at("suid-append"), os.O_WRONLY|os.O_APPEND, 0)
-			if err != nil {
-				return errName(err)
-			}
-			_, err = f.WriteString("more\n")
-			f.Close()
-			return errName(err)
+			return errName(appendLine(at("suid-append"), "more"))
 		})))
 		step("suid-append: "+modeOnly(at("suid-append")), nil)
 		// Cleared, nothing is refused.
@@ -368,4 +352,18 @@ func errText(err error) string {
 		return "ok"
 	}
 	return err.Error()
+}
+
+// appendLine appends line and a newline to the file p, as a shell's >> does, and says how it
+// went.
+func appendLine(p, line string) error {
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(line + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -153,15 +153,7 @@ func TestCapabilitiesKept(t *testing.T) {
 				}
 				return errName(err)
 			}(), attrs(p("open")),
-			withFsIDs(func() string {
-				f, err := os.OpenFile(p("mine"), os.O_WRONLY|os.O_APPEND, 0)
-				if err != nil {
-					return errName(err)
-				}
-				_, err = f.WriteString("more\n")
-				f.Close()
-				return errName(err)
-			}), attrs(p("mine")),
+			withFsIDs(func() string { return errName(appendLine(p("mine"), "more")) }), attrs(p("mine")),
 		}
 	})
 }
@@ -420,15 +412,7 @@ func TestSetIDDropped(t *testing.T) {
 	sameAnswers(t, mnts, func(m string) []string {
 		p := func(n string) string { return filepath.Join(m, n) }
 		appendAs := func(user bool, n string) string {
-			do := func() string {
-				f, err := os.OpenFile(p(n), os.O_WRONLY|os.O_APPEND, 0)
-				if err != nil {
-					return errName(err)
-				}
-				_, err = f.WriteString("more\n")
-				f.Close()
-				return errName(err)
-			}
+			do := func() string { return errName(appendLine(p(n), "more")) }
 			if user {
 				return withFsIDs(do)
 			}
