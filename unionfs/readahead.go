@@ -15,23 +15,45 @@ const readaheadKB = "1024"
 // only root may write; elsewhere the kernel's default stays. The device comes from mountinfo,
 // not from a stat of the mountpoint, which would be a request to this very server.
 func raiseReadahead(mountpoint string) {
+	m, ok := mountAt(mountpoint)
+	if !ok {
+		return
+	}
+	os.WriteFile("/sys/class/bdi/"+m.dev+"/read_ahead_kb", []byte(readaheadKB), 0)
+}
+
+// mountEntry is what layerfs reads of a line of /proc/self/mountinfo.
+type mountEntry struct {
+	dev     string   // "major:minor"
+	options []string // the per-mount options: ro or rw, nosuid, relatime …
+	typ     string
+}
+
+// mountAt returns the topmost mount on mountpoint: the last mountinfo line for it.
+func mountAt(mountpoint string) (mountEntry, bool) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return
+		return mountEntry{}, false
 	}
 	defer f.Close()
-	dev := ""
+	var m mountEntry
+	found := false
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional…] - type source superoptions
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == mountpoint {
-			dev = fields[2] // the last mount on the path is ours
+		if len(fields) < 7 || unescapeMountinfo(fields[4]) != mountpoint {
+			continue
+		}
+		m, found = mountEntry{dev: fields[2], options: strings.Split(fields[5], ",")}, true
+		for i := 6; i+1 < len(fields); i++ {
+			if fields[i] == "-" {
+				m.typ = fields[i+1]
+				break
+			}
 		}
 	}
-	if dev == "" {
-		return
-	}
-	os.WriteFile("/sys/class/bdi/"+dev+"/read_ahead_kb", []byte(readaheadKB), 0)
+	return m, found
 }
 
 // unescapeMountinfo undoes the octal escapes of /proc/self/mountinfo paths.

@@ -1,7 +1,6 @@
 package unionfs
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,45 +48,18 @@ func Remount(mountpoint string, cfg Config) error {
 	return nil
 }
 
-// mountOptionsOf returns the per-mount options of the topmost mount on mountpoint (as
-// /proc/self/mountinfo shows them: ro or rw, nosuid, relatime …), if it is of type typ, or
-// of any type typ begins where typ ends in a dot.
+// mountOptionsOf returns the per-mount options of the topmost mount on mountpoint, if it is
+// of type typ, or of any type typ begins where typ ends in a dot.
 func mountOptionsOf(mountpoint, typ string) ([]string, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, false
-	}
-	defer f.Close()
-	var opts []string
-	found := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMountinfo(fields[4]) != mountpoint {
-			continue
-		}
-		// The type follows the optional fields' "-".
-		sep := -1
-		for i := 6; i < len(fields); i++ {
-			if fields[i] == "-" {
-				sep = i
-				break
-			}
-		}
-		// The last mount on the path is the one remount acts on.
-		found = sep > 0 && sep+1 < len(fields) && (fields[sep+1] == typ || strings.HasSuffix(typ, ".") && strings.HasPrefix(fields[sep+1], typ))
-		if found {
-			opts = strings.Split(fields[5], ",")
-		}
-	}
-	if !found {
+	m, ok := mountAt(mountpoint)
+	if !ok || m.typ != typ && !(strings.HasSuffix(typ, ".") && strings.HasPrefix(m.typ, typ)) {
 		return nil, false
 	}
 	// mountinfo leaves relatime's absence unsaid: no atime word is strictatime.
-	for _, o := range opts {
+	for _, o := range m.options {
 		if o == "noatime" || o == "relatime" {
-			return opts, true
+			return m.options, true
 		}
 	}
-	return append(opts, "strictatime"), true
+	return append(m.options, "strictatime"), true
 }
