@@ -37,7 +37,8 @@ const (
 	// and 8 bytes of padding.
 	fsxattrSize = 28
 
-	protFlags = copyup.FlagImmutable | copyup.FlagAppend
+	// protMask is the immutable and append-only flags.
+	protMask = copyup.FlagImmutable | copyup.FlagAppend
 )
 
 var _ fs.NodeIoctler = (*node)(nil)
@@ -140,7 +141,7 @@ func protFlagsIn(buf []byte, xattr bool) uint32 {
 	if xattr {
 		return xflagBits.flags(uint64(v))
 	}
-	return v & protFlags
+	return v & protMask
 }
 
 // putProtFlags makes the protected flags in buf exactly prot.
@@ -149,7 +150,7 @@ func putProtFlags(buf []byte, xattr bool, prot uint32) {
 	if xattr {
 		v = v&^xflagBits.all() | xflagBits.to(prot)
 	} else {
-		v = v&^protFlags | prot
+		v = v&^protMask | prot
 	}
 	binary.NativeEndian.PutUint32(buf, v)
 }
