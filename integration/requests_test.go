@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // mountLayerfsDebug mounts st on mnt with --debug, the trace going to a file whose path it
@@ -144,6 +146,14 @@ var requestBudget = []struct {
 		_, err := os.Lstat(filepath.Join(mnt, "d", "stat"+strconv.Itoa(i)))
 		must(t, err)
 	}, map[string]int{}},
+	{"statx with the birth time of a known name (stat(1)), first time", func(t *testing.T, mnt string, i int) {
+		// The kernel holds no birth time from LOOKUP or READDIRPLUS: one STATX, whose answer
+		// it keeps with the attributes.
+		statBirth(t, filepath.Join(mnt, "d", "stat"+strconv.Itoa(i)))
+	}, map[string]int{"STATX": 1}},
+	{"the same again", func(t *testing.T, mnt string, i int) {
+		statBirth(t, filepath.Join(mnt, "d", "stat"+strconv.Itoa(i)))
+	}, map[string]int{}},
 	{"stat of a name read since", func(t *testing.T, mnt string, i int) {
 		_, err := os.Lstat(filepath.Join(mnt, "d", "lower"+strconv.Itoa(n+i)))
 		must(t, err)
@@ -171,6 +181,16 @@ var requestBudget = []struct {
 		// drop (notify_change's ATTR_KILL_PRIV; it caches no answer): a GETXATTR every time.
 		must(t, os.Chown(filepath.Join(mnt, "d", "new"+strconv.Itoa(i)), 0, 0))
 	}, map[string]int{"GETXATTR security.capability": 1, "SETATTR": 1}},
+}
+
+// statBirth asks for p's attributes and birth time, as stat(1) does.
+func statBirth(t *testing.T, p string) {
+	t.Helper()
+	var x unix.Statx_t
+	must(t, unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &x))
+	if x.Mask&unix.STATX_BTIME == 0 {
+		t.Errorf("%s: no birth time", p)
+	}
 }
 
 // n is how many times TestRequestCounts repeats each operation.

@@ -77,6 +77,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	up := merge.Part{Layer: 0, Path: path}
 	if isDirStat(&st) {
 		n.setWhere(n.u.compact(append([]merge.Part{up}, parts...), path), &ust)
+		n.birthChanged()
 		// Now merged, the directory reports one link: the kernel's cached attributes are
 		// stale. Attributes only, at once (that takes no lock the kernel may hold while it
 		// waits on this operation), so that a stat after the operation asks; the cached
@@ -86,6 +87,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		return 0
 	}
 	n.setWhere([]merge.Part{{Layer: 0}}, &ust)
+	n.birthChanged()
 	if st.Nlink > 1 {
 		// Every visible name of a lower hard link becomes a link of the copy, so all names
 		// keep showing one object (the kernel does this with index=on; we always do).

@@ -443,5 +443,8 @@ func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, o
 		return nil, toErrno(err)
 	}
 	n.u.fillAttr(&out.Attr, &st, t.StableAttr().Ino, 0)
+	if t.uncachedAttrs() {
+		out.SetAttrTimeout(volatileTimeout) // a copy-up made a new object (statx.go)
+	}
 	return t.EmbeddedInode(), 0
 }

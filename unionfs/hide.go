@@ -126,5 +126,6 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 	n.openLocked().hidden = tmp
 	n.mu.Unlock()
 	n.setWhere([]merge.Part{{Layer: 0}}, &st)
+	n.birthChanged()
 	return 0
 }

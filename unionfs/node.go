@@ -209,30 +209,54 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 
 // Getattr stats the topmost object.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var st unix.Stat_t
+	merged, errno := n.statTop(f, &st, nil)
+	if errno != 0 {
+		return errno
+	}
+	n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, merged)
+	if n.uncachedAttrs() {
+		out.SetTimeout(volatileTimeout)
+	}
+	return 0
+}
+
+// statTop stats the object n stands for: its topmost layer object, or the open descriptor of
+// it where its name is gone or names another object now. It returns how many layers the
+// object merges (a merged directory reports one link), and the birth time when birth is not
+// nil (statx.go).
+func (n *node) statTop(f fs.FileHandle, st *unix.Stat_t, birth *whiteout.Birth) (int, syscall.Errno) {
+	statAt := func(dirfd int, name string, flags int) error {
+		if birth == nil {
+			return unix.Fstatat(dirfd, name, st, flags)
+		}
+		b, err := whiteout.StatBirth(dirfd, name, flags, st)
+		*birth = b
+		return err
+	}
 	if h := n.hiddenName(); h != "" {
 		// Its last name is gone; the work directory's link is not one of its names.
-		var st unix.Stat_t
-		if err := unix.Fstatat(n.u.work.FD, h, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return toErrno(err)
+		if err := statAt(n.u.work.FD, h, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return 0, toErrno(err)
 		}
 		st.Nlink--
-		n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, 1)
-		if n.volatileAttrs() {
-			out.SetTimeout(volatileTimeout)
-		}
-		return 0
+		return 1, 0
 	}
 	parts := n.parts()
 	top := parts[0]
-	var st unix.Stat_t
-	err := n.u.Layers[top.Layer].Stat(top.Path, &st)
+	var err error
+	if birth == nil {
+		err = n.u.Layers[top.Layer].Stat(top.Path, st)
+	} else {
+		*birth, err = n.u.Layers[top.Layer].StatBirth(top.Path, st)
+	}
 	if err != nil && !merge.Missing(err) {
-		return toErrno(err)
+		return 0, toErrno(err)
 	}
-	if err == nil && n.isSelf(&st) {
-		n.u.overrideAttr(top, &st)
+	if err == nil && n.isSelf(st) {
+		n.u.overrideAttr(top, st)
 	}
-	if err != nil || !n.isSelf(&st) {
+	if err != nil || !n.isSelf(st) {
 		// The name is gone (an unlinked file still open) or now names another object
 		// (renamed over): the open descriptor of this object still answers.
 		fd := -1
@@ -245,29 +269,25 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 		}
 		n.mu.Unlock()
 		if fd < 0 {
-			return syscall.ENOENT
+			return 0, syscall.ENOENT
 		}
-		if err := unix.Fstat(fd, &st); err != nil {
-			return toErrno(err)
+		if err := statAt(fd, "", unix.AT_EMPTY_PATH); err != nil {
+			return 0, toErrno(err)
 		}
-		if !n.isSelf(&st) {
-			return syscall.ENOENT
+		if !n.isSelf(st) {
+			return 0, syscall.ENOENT
 		}
 	}
-	if n.u.Layers[top.Layer].Upper && st.Nlink > 1 && !isDirStat(&st) {
+	if n.u.Layers[top.Layer].Upper && st.Nlink > 1 && !isDirStat(st) {
 		// The parent opened beneath the layer, then one name: a multi-component path under
 		// /proc/self/fd would follow symlinks in its directories.
 		dir, name := merge.SplitPath(top.Path)
 		if d, err := n.u.upper().OpenDir(dir); err == nil {
-			st.Nlink = n.u.MergedNlink(d.FD, name, &st)
+			st.Nlink = n.u.MergedNlink(d.FD, name, st)
 			d.Release()
 		}
 	}
-	n.u.fillAttr(&out.Attr, &st, n.StableAttr().Ino, len(parts))
-	if n.volatileAttrs() {
-		out.SetTimeout(volatileTimeout)
-	}
-	return 0
+	return len(parts), 0
 }
 
 // Readlink reads the symlink's target from its layer.

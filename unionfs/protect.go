@@ -36,6 +36,12 @@ const (
 	attrProtKnown
 	attrImmutable
 	attrAppend
+	// attrBirthServed: a STATX told the kernel the object's birth time, which it keeps
+	// (statx.go).
+	attrBirthServed
+	// attrBirthStale: the birth time the kernel keeps is no longer the object's (a copy-up
+	// made a new one): attributes go uncached until a STATX tells the new one.
+	attrBirthStale
 )
 
 // setAttrBits sets the bits set and clears the bits clear of n.attrs.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/layerfs/layerfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -128,6 +129,20 @@ func (l *Layer) Stat(rel string, st *unix.Stat_t) error {
 	}
 	defer d.Release()
 	return unix.Fstatat(d.FD, name, st, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// StatBirth is Stat that also returns the object's birth time (statx), for a STATX.
+func (l *Layer) StatBirth(rel string, st *unix.Stat_t) (whiteout.Birth, error) {
+	if rel == "" {
+		return whiteout.StatBirth(l.FD, "", unix.AT_EMPTY_PATH, st)
+	}
+	dir, name := SplitPath(rel)
+	d, err := l.OpenDir(dir)
+	if err != nil {
+		return whiteout.Birth{}, err
+	}
+	defer d.Release()
+	return whiteout.StatBirth(d.FD, name, unix.AT_SYMLINK_NOFOLLOW, st)
 }
 
 // SplitPath splits a relative path into its directory ("" for the root) and last name.
