@@ -44,9 +44,15 @@ func (h *hookedFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Op
 	return fuse.ENOSYS
 }
 
-// ReadDirPlus reads a directory through a handle of its own; see dirStreams.
+// ReadDirPlus reads a directory through a handle of its own; see dirStreams. An entry whose
+// birth time the kernel holds stale is not cached (statx.go).
 func (h *hookedFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	return h.readDir(cancel, in, out, h.RawFileSystem.ReadDirPlus)
+	before := len(out.Bytes())
+	st := h.readDir(cancel, in, out, h.RawFileSystem.ReadDirPlus)
+	if h.births != nil && h.births.any() {
+		noCacheEntries(out.Bytes()[before:])
+	}
+	return st
 }
 
 // ReadDir reads a directory through a handle of its own; see dirStreams.

@@ -67,10 +67,11 @@ var _ fs.NodeOnForgetter = (*node)(nil)
 
 // OnForget releases what the node holds once the kernel no longer knows it: an unnamed
 // file's descriptor (tmpfile.go), a removed file's work-directory name (hide.go), a
-// directory's number.
+// directory's number, a stale birth time's mark (statx.go).
 func (n *node) OnForget() {
 	n.named()
 	n.dropHidden()
+	n.birthKnown() // the kernel's inode, and the birth time it held, are gone
 	if n.StableAttr().Mode == syscall.S_IFDIR {
 		n.u.dirs.forget(n.StableAttr().Ino, n)
 	}

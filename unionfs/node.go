@@ -161,6 +161,9 @@ func (n *node) newChild(ctx context.Context, res *merge.Resolution, merged strin
 		}
 	}
 	n.u.fillAttr(&out.Attr, &shown, res.Ino, len(res.Parts))
+	if n.u.births.has(res.Ino) {
+		out.SetAttrTimeout(volatileTimeout) // statx.go
+	}
 	return ch, 0
 }
 

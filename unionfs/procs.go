@@ -108,11 +108,14 @@ func (s *Server) debugf(format string, args ...any) {
 	}
 }
 
-// Lookup is counted in the server's load.
+// Lookup is counted in the server's load; an object whose birth time the kernel holds stale
+// is not cached (statx.go).
 func (h *hookedFS) Lookup(cancel <-chan struct{}, header *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	h.load.enter()
 	defer h.load.leave()
-	return h.RawFileSystem.Lookup(cancel, header, name, out)
+	st := h.RawFileSystem.Lookup(cancel, header, name, out)
+	noCache(&out.AttrValid, &out.AttrValidNsec)
+	return st
 }
 
 // Open is counted in the server's load.

@@ -43,6 +43,8 @@ type unionFS struct {
 	problems problemLog
 	// redirects are the upper's redirected directories, for hard-link copy-up (redirect.go).
 	redirects redirectedDirs
+	// births are the objects whose birth time the kernel holds stale (statx.go).
+	births staleBirths
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {
