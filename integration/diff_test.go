@@ -207,9 +207,13 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 		defer func() { close(stop); <-done }()
 	}
 
+	// Whose birth time each name shows, judged against each side's own copy of the lowers.
+	kBirths, lBirths := layerBirths(t, kst), layerBirths(t, st)
+	ksnap := func(mnt string) tree { return snapshotBirths(t, mnt, false, kBirths) }
+	lsnap := func(mnt string) tree { return snapshotBirths(t, mnt, true, lBirths) }
 	g := &opGen{rnd: rand.New(rand.NewSource(seed))}
-	kprev := snapshot(t, kmnt, false)
-	lprev := snapshot(t, lmnt, true)
+	kprev := ksnap(kmnt)
+	lprev := lsnap(lmnt)
 	r.trees("before any operation", compareTrees, kprev, lprev)
 	g.update(kprev)
 	for i := 0; i < nops && !r.full(); i++ {
@@ -225,8 +229,8 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 			r.add(fmt.Sprintf("op %d: %s\n kernel:  %s\n %-8s %s", i, o, want, testedName()+":", got))
 		}
 		if (i+1)%25 == 0 || i == nops-1 {
-			k := snapshot(t, kmnt, false)
-			l := snapshot(t, lmnt, true)
+			k := ksnap(kmnt)
+			l := lsnap(lmnt)
 			r.trees(fmt.Sprintf("trees after op %d", i), func(t testing.TB, a, b tree) {
 				compareKeptTimes(t, a, b)
 			}, k, l)
@@ -235,7 +239,7 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 			if m.forget {
 				forgetNames(t)
 				r.trees(fmt.Sprintf("%s after op %d, once the kernel forgot its names, vs before", testedName(), i),
-					compareSameInodes, l, snapshot(t, lmnt, true))
+					compareSameInodes, l, lsnap(lmnt))
 			}
 		}
 	}
@@ -245,9 +249,9 @@ func runDifferential(t *testing.T, seed int64, nops int, m mode) {
 	unmountKernelNow(t, kmnt)
 	k2, l2 := mkdir(t, root, "k2"), mkdir(t, root, "l2")
 	mountKernel(t, st, k2, m.kernel...)
-	r.trees("the kernel mounting layerfs's upper (kernel) vs layerfs before unmount", compareTrees, snapshot(t, k2, false), lprev)
+	r.trees("the kernel mounting layerfs's upper (kernel) vs layerfs before unmount", compareTrees, snapshotBirths(t, k2, false, lBirths), lprev)
 	mountLayerfs(t, kst, l2, m.layerfs...)
-	r.trees("layerfs mounting the kernel's upper (layerfs) vs the kernel before unmount", compareTrees, kprev, snapshot(t, l2, true))
+	r.trees("layerfs mounting the kernel's upper (layerfs) vs the kernel before unmount", compareTrees, kprev, snapshotBirths(t, l2, true, kBirths))
 }
 
 // divergences collects what one seed's run found.

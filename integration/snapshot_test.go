@@ -29,7 +29,12 @@ type entry struct {
 	Nlink  uint64
 	Rdev   uint64
 	Flags  string // inode flags (lsattr) of a regular file or directory
-	ino    uint64 // compared as "which names share an inode", not as a number
+	// Birth says whose birth time statx gives: "lower" (a lower layer object's), "copy" (an
+	// upper object's), or what else (births.whose); "" where not asked (snapshotBirths).
+	// Each side of a comparison has its own copy of the layers, so the times themselves
+	// differ.
+	Birth string
+	ino   uint64 // compared as "which names share an inode", not as a number
 }
 
 // tree is a snapshot: relative path -> entry, plus checks made while walking.
@@ -40,6 +45,13 @@ type tree map[string]entry
 // type. The kernel's overlayfs is not strict: in a merged upper directory that it has not yet
 // marked impure, readdir answers the upper's own d_ino while stat answers the origin's.
 func snapshot(t testing.TB, root string, strict bool) tree {
+	t.Helper()
+	return snapshotBirths(t, root, strict, nil)
+}
+
+// snapshotBirths is snapshot that also records whose birth time each name shows, judged
+// against the mounted stack's layers (nil: not recorded).
+func snapshotBirths(t testing.TB, root string, strict bool, layers *births) tree {
 	t.Helper()
 	tr := tree{}
 	var walk func(rel string)
@@ -61,6 +73,9 @@ func snapshot(t testing.TB, root string, strict bool) tree {
 			if dt := dtypeName(d.typ); dt != e.Type {
 				t.Errorf("%s: d_type %s from readdir but %s from lstat", filepath.Join(root, p), dt, e.Type)
 			}
+			if layers != nil {
+				e.Birth = layers.whose(t, root, p)
+			}
 			tr[p] = e
 			if e.Type == "dir" {
 				walk(p)
@@ -69,6 +84,67 @@ func snapshot(t testing.TB, root string, strict bool) tree {
 	}
 	walk("")
 	return tr
+}
+
+// births tells whose birth time a mount of a stack shows.
+type births struct {
+	upper  string
+	lowers map[unix.StatxTimestamp]bool // the birth times of every lower object
+}
+
+// layerBirths reads the birth times of every object of st's lower layers.
+func layerBirths(t testing.TB, st stack) *births {
+	t.Helper()
+	b := &births{upper: st.Upper, lowers: map[unix.StatxTimestamp]bool{}}
+	for _, l := range st.Lowers {
+		must(t, filepath.Walk(l, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			if x, err := birthOf(p, 0); err != nil {
+				return err
+			} else if x.Mask&unix.STATX_BTIME != 0 {
+				b.lowers[x.Btime] = true
+			}
+			return nil
+		}))
+	}
+	return b
+}
+
+// whose says whose birth time name rel of the mount at root shows (asked with the basic
+// attributes, as stat(1) asks): "copy" where the upper has an object at rel, which must be
+// the one shown; else "lower" for a lower object's, "copy" for one made since the mount (a
+// hard link's other name, which the kernel without index=on leaves in place in the upper,
+// shows the copy of the name copied up, even once that name is gone). Lower objects are told
+// by their birth time alone, which several share (file systems take it from a coarse clock):
+// they were all made before the mount.
+func (b *births) whose(t testing.TB, root, rel string) string {
+	t.Helper()
+	x, err := birthOf(filepath.Join(root, rel), unix.STATX_BASIC_STATS)
+	if err != nil {
+		t.Fatalf("statx %s: %v", filepath.Join(root, rel), err)
+	}
+	if x.Mask&unix.STATX_BTIME == 0 {
+		return "none"
+	}
+	if u, err := birthOf(filepath.Join(b.upper, rel), 0); err == nil {
+		if u.Btime == x.Btime {
+			return "copy"
+		}
+		return "not the upper object's"
+	}
+	if b.lowers[x.Btime] {
+		return "lower"
+	}
+	return "copy"
+}
+
+// birthOf is a statx of p asking for the birth time and mask.
+func birthOf(p string, mask int) (unix.Statx_t, error) {
+	var x unix.Statx_t
+	err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, mask|unix.STATX_BTIME, &x)
+	return x, err
 }
 
 func lstatEntry(t testing.TB, p string) entry {
