@@ -7,6 +7,7 @@ package copyup
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/layerfs/layerfs/unionfs/workdir"
 	"golang.org/x/sys/unix"
@@ -35,6 +36,10 @@ type Options struct {
 	// ProtAttr names the attribute that records the source's immutable and append-only
 	// flags on the copy (overlay.protattr, copyFileattr); "" leaves them out.
 	ProtAttr string
+	// NoClone, shared by the copies into one file system, is set once that file system has
+	// refused a reflink for want of support, so that later copies do not ask (nil: always
+	// ask).
+	NoClone *atomic.Bool
 }
 
 // Object copies src into directory dstDirFd as dstName, which must not exist. On failure
@@ -65,9 +70,11 @@ func buildTemp(src Source, opt Options) (string, error) {
 func build(src Source, tmp string, opt Options) error {
 	st := &src.Stat
 	w := opt.WorkFd
+	var sf sourceFlags
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		if err := copyFile(src, w, tmp, opt); err != nil {
+		var err error
+		if sf, err = copyFile(src, w, tmp, opt); err != nil {
 			return err
 		}
 	case unix.S_IFDIR:
@@ -100,7 +107,7 @@ func build(src Source, tmp string, opt Options) error {
 		return err
 	}
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFREG || t == unix.S_IFDIR {
-		if err := copyFileattr(src, w, tmp, opt); err != nil {
+		if err := copyFileattr(src, w, tmp, opt, sf); err != nil {
 			return fmt.Errorf("copying inode flags: %w", err)
 		}
 	}

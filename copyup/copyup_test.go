@@ -1,10 +1,12 @@
 package copyup
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -155,6 +157,49 @@ func TestHolesKept(t *testing.T) {
 	g.ReadAt(buf, 100<<20)
 	if string(buf) != "z" {
 		t.Errorf("tail %q", buf)
+	}
+}
+
+// TestTrailingHoles: files that end in a hole, or are nothing but one, keep their size (no
+// extent copied reaches their end), and a destination that cannot clone is marked so.
+func TestTrailingHoles(t *testing.T) {
+	f := newFixture(t)
+	var noClone atomic.Bool
+	for name, size := range map[string]int64{"tail-hole": 8 << 20, "all-hole": 1 << 20, "no-hole": 4096} {
+		p := filepath.Join(f.src, name)
+		fh, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != "all-hole" {
+			fh.Write(bytes.Repeat([]byte("d"), 4096))
+		}
+		fh.Truncate(size)
+		fh.Close()
+		if err := Object(f.source(t, name), f.dstFd, name, Options{WorkFd: f.workFd, NoSync: true, NoClone: &noClone}); err != nil {
+			t.Fatal(err)
+		}
+		want, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(filepath.Join(f.dst, name))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %d bytes copied (%v), want %d", name, len(got), err, len(want))
+		}
+	}
+	fd, err := unix.Open(f.dst, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	src, _ := unix.Open(filepath.Join(f.src, "no-hole"), unix.O_RDONLY, 0)
+	defer unix.Close(src)
+	dst, _ := unix.Openat(fd, "clone-probe", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	defer unix.Close(dst)
+	cloneErr := unix.IoctlFileClone(dst, src)
+	if unsupported := errors.Is(cloneErr, unix.EOPNOTSUPP) || errors.Is(cloneErr, unix.ENOTTY); noClone.Load() != unsupported {
+		t.Errorf("NoClone %v after copies to a file system whose FICLONE says %v", noClone.Load(), cloneErr)
 	}
 }
 

@@ -3,69 +3,82 @@ package copyup
 import (
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
-// copyFile creates tmp in directory w and fills it with src's data.
-func copyFile(src Source, w int, tmp string, opt Options) error {
+// copyFile creates tmp in directory w and fills it with src's data. It returns src's inode
+// flags, read while the source is open for its data (copyFileattr).
+func copyFile(src Source, w int, tmp string, opt Options) (sourceFlags, error) {
+	var sf sourceFlags
 	dst, err := unix.Openat(w, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return err
+		return sf, err
 	}
 	defer unix.Close(dst)
 	if !opt.SkipData && src.Stat.Size > 0 {
 		in, err := unix.Openat(src.DirFd, src.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return err
+			return sf, err
 		}
 		defer unix.Close(in)
-		if err := copyData(dst, in, src.Stat.Size); err != nil {
-			return err
+		if err := copyData(dst, in, src.Stat.Size, opt.NoClone); err != nil {
+			return sf, err
 		}
+		sf.flags, sf.err = GetFlags(in)
+		sf.read = true
 	}
 	if !opt.NoSync {
-		return unix.Fsync(dst)
+		return sf, unix.Fsync(dst)
 	}
-	return nil
+	return sf, nil
 }
 
 // copyData copies size bytes from in to out (both at offset 0), keeping holes. It tries, in
 // order: a reflink (FICLONE, which shares the blocks), copy_file_range over each data extent,
-// and plain reads and writes.
-func copyData(out, in int, size int64) error {
-	if err := unix.IoctlFileClone(out, in); err == nil {
-		return nil
+// and plain reads and writes. A destination found not to clone (noClone: most file systems,
+// ext4 and tmpfs among them) is not asked again.
+func copyData(out, in int, size int64, noClone *atomic.Bool) error {
+	if noClone == nil || !noClone.Load() {
+		err := unix.IoctlFileClone(out, in)
+		if err == nil {
+			return nil
+		}
+		if noClone != nil && (errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY)) {
+			noClone.Store(true) // not EXDEV or EINVAL, which say something of this pair only
+		}
 	}
-	if err := copyExtents(out, in, size); err != nil {
+	end, err := copyExtents(out, in, size)
+	if err != nil || end == size {
 		return err
 	}
-	return unix.Ftruncate(out, size)
+	return unix.Ftruncate(out, size) // a hole at the end: no extent wrote up to it
 }
 
 // copyExtents copies every data extent of in (found with SEEK_DATA/SEEK_HOLE) to the same
-// offset of out, so holes stay holes.
-func copyExtents(out, in int, size int64) error {
-	var off int64
+// offset of out, so holes stay holes, and returns where the last extent copied ends.
+func copyExtents(out, in int, size int64) (int64, error) {
+	var off, end int64
 	for off < size {
 		data, err := unix.Seek(in, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			return nil // only a hole is left
+			return end, nil // only a hole is left
 		}
 		if err != nil {
 			// No SEEK_DATA here: copy everything as data.
-			return copyRange(out, in, 0, size)
+			return size, copyRange(out, in, 0, size)
 		}
 		hole, err := unix.Seek(in, data, unix.SEEK_HOLE)
 		if err != nil || hole > size {
 			hole = size
 		}
 		if err := copyRange(out, in, data, hole-data); err != nil {
-			return err
+			return end, err
 		}
-		off = hole
+		off, end = hole, hole
 	}
-	return nil
+	return end, nil
 }
 
 // copyRange copies n bytes at off from in to out, with copy_file_range where the kernel can,

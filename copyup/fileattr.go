@@ -76,20 +76,31 @@ func ParseProtAttr(v []byte) (flags uint32, ok bool) {
 	return flags, true
 }
 
+// sourceFlags is what reading a source's inode flags gave, where it was read.
+type sourceFlags struct {
+	flags uint32
+	err   error
+	read  bool
+}
+
 // copyFileattr gives a regular file or directory under construction its source's inode flags
 // as the kernel's overlayfs does on copy-up: 'S' and 'A' on the copy itself; 'i' and 'a' in
 // opt.ProtAttr, since on the copy they would keep the overlay from linking it into place,
 // from setting its markers and from copying anything up beneath it. A source whose file
-// system has no flags is copied without them.
-func copyFileattr(src Source, w int, tmp string, opt Options) error {
-	in, err := unix.Openat(src.DirFd, src.Name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		// The kernel reads the flags without opening the object; a server that may not
-		// open it copies it without them.
-		return nil
+// system has no flags is copied without them. sf is the source's flags where the data's copy
+// read them.
+func copyFileattr(src Source, w int, tmp string, opt Options, sf sourceFlags) error {
+	if !sf.read {
+		in, err := unix.Openat(src.DirFd, src.Name, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			// The kernel reads the flags without opening the object; a server that may
+			// not open it copies it without them.
+			return nil
+		}
+		sf.flags, sf.err = GetFlags(in)
+		unix.Close(in)
 	}
-	flags, err := GetFlags(in)
-	unix.Close(in)
+	flags, err := sf.flags, sf.err
 	if errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
 		return nil
 	}

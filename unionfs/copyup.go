@@ -61,7 +61,7 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 	}
 	path := n.path()
 	start := time.Now()
-	st, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, n.StableAttr().Mode&unix.S_IFMT, withData)
+	st, ust, err := n.u.copyUpOne(top, path, n.StableAttr().Ino, n.StableAttr().Mode&unix.S_IFMT, withData)
 	if err != nil {
 		return n.u.copyFailed(path, top.Layer, err)
 	}
@@ -70,10 +70,6 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 		ev.Bytes = st.Size
 	}
 	n.u.trace(ev)
-	var ust unix.Stat_t
-	if err := n.u.upper().Stat(path, &ust); err != nil {
-		return toErrno(err)
-	}
 	up := merge.Part{Layer: 0, Path: path}
 	if isDirStat(&st) {
 		n.setWhere(n.u.compact(append([]merge.Part{up}, parts...), path), &ust)
@@ -100,32 +96,32 @@ func (n *node) copyUp(ctx context.Context, withData bool) syscall.Errno {
 }
 
 // copyUpOne copies the object at src, which must be of type wantType, into the upper at path,
-// whose parent directory must exist there already, and returns the source's stat. The parent's times are put back: a
-// copy-up is no change of the merged directory.
-func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantType uint32, withData bool) (unix.Stat_t, error) {
-	var st, parentSt unix.Stat_t
+// whose parent directory must exist there already, and returns the source's stat and the
+// copy's. The parent's times are put back: a copy-up is no change of the merged directory.
+func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantType uint32, withData bool) (st, copied unix.Stat_t, err error) {
+	var parentSt unix.Stat_t
 	sdir, sname := merge.SplitPath(srcPart.Path)
 	dir, name := merge.SplitPath(path)
 	src, err := u.Layers[srcPart.Layer].OpenDir(sdir)
 	if err != nil {
-		return st, err
+		return st, copied, err
 	}
 	defer src.Release()
 	dst, err := u.upper().OpenDir(dir)
 	if err != nil {
-		return st, err
+		return st, copied, err
 	}
 	defer dst.Release()
 	if err := unix.Fstatat(src.FD, sname, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return st, err
+		return st, copied, err
 	}
 	if st.Mode&unix.S_IFMT != wantType {
 		// The layer changed under the mount (a directory swapped for a symlink, say): copy
 		// nothing the merged object was not.
-		return st, unix.ESTALE
+		return st, copied, unix.ESTALE
 	}
 	if err := unix.Fstat(dst.FD, &parentSt); err != nil {
-		return st, err
+		return st, copied, err
 	}
 	opt := copyup.Options{
 		WorkFd:    u.work.FD,
@@ -133,15 +129,17 @@ func (u *unionFS) copyUpOne(srcPart merge.Part, path string, ino uint64, wantTyp
 		NoSync:    u.cfg.Volatile,
 		SkipXattr: whiteout.IsPrivateXattr,
 		ProtAttr:  u.protAttr(),
+		NoClone:   &u.noClone,
 	}
 	if !isDirStat(&st) {
 		opt.ExtraXattrs = map[string][]byte{u.xattrPrefix() + merge.OriginAttr: []byte(strconv.FormatUint(ino, 10))}
 	}
 	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: sname, Stat: st}, dst.FD, name, opt); err != nil {
-		return st, err
+		return st, copied, err
 	}
+	err = unix.Fstatat(dst.FD, name, &copied, unix.AT_SYMLINK_NOFOLLOW)
 	restoreTimes(dst.FD, &parentSt)
-	return st, nil
+	return st, copied, err
 }
 
 // restoreTimes sets the times of the directory open as fd back to those in st.
@@ -187,7 +185,7 @@ func (u *unionFS) ensureUpperDir(ctx context.Context, root *node, path string) e
 			return syscall.ENOTDIR
 		}
 		if !u.Layers[res.Top()].Upper {
-			if _, err := u.copyUpOne(res.Parts[0], childPath, res.Ino, unix.S_IFDIR, true); err != nil && !errors.Is(err, unix.EEXIST) {
+			if _, _, err := u.copyUpOne(res.Parts[0], childPath, res.Ino, unix.S_IFDIR, true); err != nil && !errors.Is(err, unix.EEXIST) {
 				return err
 			}
 			u.trace(Event{Kind: "copy-up", Path: childPath, Layer: res.Top()})

@@ -114,7 +114,7 @@ func (n *node) copyUpDetached(withData bool) syscall.Errno {
 		return syscall.ESTALE
 	}
 	tmp := workdir.TempName()
-	opt := copyup.Options{WorkFd: n.u.work.FD, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr, ProtAttr: n.u.protAttr()}
+	opt := copyup.Options{WorkFd: n.u.work.FD, SkipData: !withData, NoSync: true, SkipXattr: whiteout.IsPrivateXattr, ProtAttr: n.u.protAttr(), NoClone: &n.u.noClone}
 	if err := copyup.Object(copyup.Source{DirFd: src.FD, Name: name, Stat: st}, n.u.work.FD, tmp, opt); err != nil {
 		return n.u.copyFailed(top.Path, top.Layer, err)
 	}

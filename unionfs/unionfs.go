@@ -1,6 +1,7 @@
 package unionfs
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"github.com/layerfs/layerfs/unionfs/merge"
@@ -45,6 +46,8 @@ type unionFS struct {
 	redirects redirectedDirs
 	// births are the objects whose birth time the kernel holds stale (statx.go).
 	births staleBirths
+	// noClone is set once the upper's file system has refused a reflink (copyup.Options).
+	noClone atomic.Bool
 }
 
 func newUnionFS(cfg Config) (*unionFS, error) {

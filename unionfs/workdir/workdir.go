@@ -87,9 +87,13 @@ func open(workdir string) (int, error) {
 
 var tmpCounter atomic.Uint64
 
+// tmpPrefix starts every temporary name of this process: the pid keeps two servers sharing a
+// work directory by mistake from taking one name (asked once: a copy-up makes one).
+var tmpPrefix = "#layerfs-" + strconv.Itoa(os.Getpid()) + "-"
+
 // TempName returns a fresh name for an object under construction in the work directory.
 func TempName() string {
-	return "#layerfs-" + strconv.Itoa(unix.Getpid()) + "-" + strconv.FormatUint(tmpCounter.Add(1), 10)
+	return tmpPrefix + strconv.FormatUint(tmpCounter.Add(1), 10)
 }
 
 // RemoveAll removes entry name of directory dirfd and, for a directory, everything below it,
