@@ -601,4 +601,16 @@ func TestRemount(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "not a fuse mount") {
 		t.Errorf("remount of %s, no mount: %v %s", root, err, out)
 	}
+	// A user who is not root is told so and changes nothing (the mount stays writable).
+	_, _, ubin := userWorkspace(t)
+	uout, err := asUser(t, ubin+" -o remount,ro "+mnt)
+	if err == nil || !strings.Contains(uout, "needs root") {
+		t.Errorf("remount,ro by %s: %v %s, want a refusal saying it needs root", rootlessUser, err, uout)
+	}
+	if after := flags(); after != before {
+		t.Errorf("a remount refused to %s changed the flags from %s to %s", rootlessUser, before, after)
+	}
+	if got := write(); got != "ok" {
+		t.Errorf("after a refused remount a write: %s", got)
+	}
 }
