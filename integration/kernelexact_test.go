@@ -797,3 +797,29 @@ func appendTo(t *testing.T, path string) {
 	must(t, err)
 	must(t, f.Close())
 }
+
+// TestFileHandles: as on the kernel's overlayfs without nfs_export, name_to_handle_at fails
+// with EOPNOTSUPP, but for the identifier fanotify asks for (AT_HANDLE_FID), which encodes;
+// for a lower file, a copied-up one and a directory.
+func TestFileHandles(t *testing.T) {
+	needMounts(t)
+	mnts := twoMounts(t, func(lower, upper builder) {
+		lower.file("f", "lower data\n", 0o644)
+		lower.file("d/g", "lower data\n", 0o644)
+		lower.settle()
+	}, 0, nil, testedName(), "noopen")
+	const atHandleFID = 0x200 // AT_HANDLE_FID, which x/sys does not name
+	sameAnswers(t, mnts, func(m string) []string {
+		p := func(n string) string { return filepath.Join(m, n) }
+		handle := func(n string, flags int) string {
+			_, _, err := unix.NameToHandleAt(unix.AT_FDCWD, p(n), flags)
+			return n + ": " + errName(err)
+		}
+		var out []string
+		for _, n := range []string{"f", "d", "d/g"} {
+			out = append(out, handle(n, 0), handle(n, atHandleFID))
+		}
+		out = append(out, errName(unix.Chmod(p("f"), 0o600)), handle("f", 0), handle("f", atHandleFID))
+		return out
+	})
+}

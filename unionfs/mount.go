@@ -136,7 +136,10 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 			// HANDLE_KILLPRIV_V2: set-id bits and capabilities are dropped here, with the
 			// kernel's rule, instead of a capability GETXATTR per write (killpriv.go).
 			// OVER_IO_URING: the transport (transport.go), where the kernel offers it.
-			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2 | uringCap,
+			// NO_EXPORT_SUPPORT: name_to_handle_at fails with EOPNOTSUPP but for a
+			// fanotify FID (AT_HANDLE_FID), as on the kernel's overlayfs without nfs_export:
+			// a handle FUSE gave would stop opening once the kernel forgot the inode.
+			ExtraCapabilities: fuse.CAP_DONT_MASK | fuse.CAP_SETXATTR_EXT | fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_NO_EXPORT_SUPPORT | uringCap,
 			Debug:             cfg.Debug,
 			DirectMountFlags:  mflags,
 		},
