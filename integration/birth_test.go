@@ -3,6 +3,7 @@ package integration
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -76,4 +77,29 @@ func birthLayer(m, rel string, mask int) string {
 		}
 	}
 	return rel + ": in no layer"
+}
+
+// TestNoBirthTime: with -o nobirthtime statx gives no birth time, and asking for one costs a
+// single STATX for the whole mount (answered ENOSYS, after which the kernel never asks).
+func TestNoBirthTime(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	st := newStack(t, root)
+	b := builder{t, st.Lowers[0]}
+	for i := range 5 {
+		b.file("f"+strconv.Itoa(i), "lower data\n", 0o644)
+	}
+	mnt := mkdir(t, root, "mnt")
+	logPath := mountLayerfsDebug(t, st, mnt, "-o", "nobirthtime")
+	os.Stat(filepath.Join(mnt, "mark-from"))
+	for i := range 5 {
+		n := "f" + strconv.Itoa(i)
+		if got := birthLayer(mnt, n, unix.STATX_BASIC_STATS|unix.STATX_BTIME); got != n+": no birth time" {
+			t.Errorf("%s", got)
+		}
+	}
+	os.Stat(filepath.Join(mnt, "mark-to"))
+	if got := requestsBetween(t, logPath, "mark-from", "mark-to"); got["STATX"] != 1 {
+		t.Errorf("requests for 5 statx asking for the birth time: %v, want one STATX", got)
+	}
 }

@@ -32,6 +32,10 @@ type Config struct {
 	// kernel pass them to the layer's file (passthrough.go). Passthrough is used only where
 	// the kernel grants it: root in the initial user namespace, Linux 6.9 or later.
 	NoPassthrough bool
+	// NoBirthTime answers FUSE_STATX with ENOSYS, after which the kernel never asks again:
+	// statx gives no birth time, and the first statx of an inode that asks for one (stat(1),
+	// Node's and Rust's stat) costs no round trip (statx.go).
+	NoBirthTime bool
 	// IOUring says whether requests may come over io_uring where the kernel offers it
 	// (transport.go); off by default.
 	IOUring IOUringMode

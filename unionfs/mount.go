@@ -171,7 +171,7 @@ func Mount(mountpoint string, cfg Config) (*Server, error) {
 func serve(mnt string, root *node, opts *fs.Options, uring bool) (*fuse.Server, *hookedFS, error) {
 	hooks := &backingHooks{pt: &root.u.pt, logf: root.u.logf}
 	opts.ServerCallbacks = hooks
-	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, births: &root.u.births, logf: root.u.logf,
+	raw := &hookedFS{RawFileSystem: fs.NewNodeFS(root, opts), hooks: hooks, extras: &root.u.extras, births: &root.u.births, noStatx: root.u.cfg.NoBirthTime, logf: root.u.logf,
 		load: load{wake: make(chan struct{}, 1)}}
 	if uring {
 		raw.mountOpts = &opts.MountOptions

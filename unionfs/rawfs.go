@@ -21,6 +21,8 @@ type hookedFS struct {
 	extras  *requestExtras
 	// births are the objects whose birth time the kernel holds stale (statx.go).
 	births *staleBirths
+	// noStatx refuses FUSE_STATX (Config.NoBirthTime).
+	noStatx bool
 	// mountOpts are the server's options, for the io_uring transport's decoder; nil when
 	// INIT did not ask for io_uring (transport.go).
 	mountOpts *fuse.MountOptions

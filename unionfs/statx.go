@@ -96,8 +96,11 @@ func (n *node) uncachedAttrs() bool {
 }
 
 // Statx answers as the node does, with uncached attributes never cached; it is counted in
-// the server's load (procs.go), as GETATTR is.
+// the server's load (procs.go), as GETATTR is. With -o nobirthtime it is not served.
 func (h *hookedFS) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	if h.noStatx {
+		return fuse.ENOSYS // -o nobirthtime: the kernel stops asking (fuse_update_get_attr)
+	}
 	h.load.enter()
 	defer h.load.leave()
 	st := h.RawFileSystem.Statx(cancel, in, out)

@@ -99,6 +99,7 @@ Options (-o, comma-separated; "\," and "\:" escape separators in paths):
   noopen           the kernel opens files without asking: faster opens, copy-up at first write
   nopassthrough    serve every read and write through the daemon (as root, the kernel passes
                    them to the layer's file by default; see README "What differs")
+  nobirthtime      statx gives no birth time, and asking for one costs no round trip
   io_uring=on      take requests over io_uring where the kernel offers it (enable_uring=Y):
                    faster round trips; off by default (see README, Performance)
   redirect_dir=on  rename directories that have lower parts (default: EXDEV, so mv copies)

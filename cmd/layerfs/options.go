@@ -145,6 +145,8 @@ func parseOptions(s string, cfg *unionfs.Config, warn func(string)) error {
 			cfg.NoOpen = true
 		case "nopassthrough":
 			cfg.NoPassthrough = true
+		case "nobirthtime":
+			cfg.NoBirthTime = true
 		case "io_uring":
 			switch val {
 			case "off":
