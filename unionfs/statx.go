@@ -29,6 +29,9 @@ var _ fs.NodeStatxer = (*node)(nil)
 // Statx answers FUSE_STATX: the attributes GETATTR gives, with the topmost object's birth
 // time where its layer records one.
 func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	// Served before the object is read: a copy-up from here on marks the answer stale.
+	n.setAttrBits(attrBirthServed, 0)
+	upper := n.topLayer().Upper
 	var st unix.Stat_t
 	var birth whiteout.Birth
 	merged, errno := n.statTop(f, &st, &birth)
@@ -38,8 +41,9 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags, mask uint32, o
 	var a fuse.Attr
 	n.u.fillAttr(&a, &st, n.StableAttr().Ino, merged)
 	fillStatx(&out.Statx, &a, birth)
-	n.birthKnown()
-	n.setAttrBits(attrBirthServed, 0)
+	if n.topLayer().Upper == upper {
+		n.birthKnown() // no copy-up came between: this birth time is the object's
+	}
 	if n.uncachedAttrs() {
 		out.SetTimeout(volatileTimeout)
 	}
@@ -165,7 +169,8 @@ func (s *staleBirths) has(ino uint64) bool {
 }
 
 // The layout of a READDIRPLUS reply: per entry, a fuse_entry_out, a fuse_dirent (whose name
-// length is at direntNameLen), the name, and padding to 8 bytes (go-fuse's DirEntryList).
+// length is at direntNameLen), the name, and padding to 8 bytes (go-fuse's DirEntryList), in
+// the host's byte order.
 const (
 	entryOutSize  = int(unsafe.Sizeof(fuse.EntryOut{}))
 	direntSize    = 24
@@ -177,11 +182,11 @@ const (
 // noCacheEntries applies noCache to every entry of READDIRPLUS reply bytes buf.
 func noCacheEntries(buf []byte) {
 	for len(buf) >= entryOutSize+direntSize {
-		sec := binary.LittleEndian.Uint64(buf[attrValidAt:])
-		nsec := binary.LittleEndian.Uint32(buf[attrNsecAt:])
+		sec := binary.NativeEndian.Uint64(buf[attrValidAt:])
+		nsec := binary.NativeEndian.Uint32(buf[attrNsecAt:])
 		noCache(&sec, &nsec)
-		binary.LittleEndian.PutUint32(buf[attrNsecAt:], nsec)
-		name := int(binary.LittleEndian.Uint32(buf[entryOutSize+direntNameLen:]))
+		binary.NativeEndian.PutUint32(buf[attrNsecAt:], nsec)
+		name := int(binary.NativeEndian.Uint32(buf[entryOutSize+direntNameLen:]))
 		next := entryOutSize + direntSize + name + (8-name&7)&7
 		if next > len(buf) {
 			return
