@@ -193,9 +193,15 @@ func TestTrailingHoles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	src, _ := unix.Open(filepath.Join(f.src, "no-hole"), unix.O_RDONLY, 0)
+	src, err := unix.Open(filepath.Join(f.src, "no-hole"), unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer unix.Close(src)
-	dst, _ := unix.Openat(fd, "clone-probe", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	dst, err := unix.Openat(fd, "clone-probe", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer unix.Close(dst)
 	cloneErr := unix.IoctlFileClone(dst, src)
 	if unsupported := errors.Is(cloneErr, unix.EOPNOTSUPP) || errors.Is(cloneErr, unix.ENOTTY); noClone.Load() != unsupported {
