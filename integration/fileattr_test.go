@@ -367,3 +367,53 @@ func appendLine(p, line string) error {
 	}
 	return err
 }
+
+// TestProtectedUpperFoundByLookup: upper objects the mount finds rather than makes carry
+// their immutable and append-only flags in overlay.protattr or on themselves, and a lookup
+// learns them (layerfs from the listxattr and statx it makes anyway, merge.XattrFacts); what
+// they forbid is refused as the kernel refuses it, what they allow works (an O_APPEND write
+// to an object append-only of its own), and a plain upper file takes everything.
+func TestProtectedUpperFoundByLookup(t *testing.T) {
+	needMounts(t)
+	root := t.TempDir()
+	mnts := map[string]string{}
+	names := []string{"protattr-i", "protattr-a", "flag-i", "flag-a", "plain"}
+	for _, side := range []string{"kernel", testedName(), "noopen"} {
+		dir := mkdir(t, root, side)
+		st := stack{Lowers: []string{mkdir(t, dir, "l")}, Upper: mkdir(t, dir, "u"), Work: mkdir(t, dir, "w")}
+		u := builder{t, st.Upper}
+		for _, n := range names {
+			u.file(n, "upper data\n", 0o644)
+		}
+		u.xattr("protattr-i", "trusted.overlay.protattr", "i")
+		u.xattr("protattr-a", "trusted.overlay.protattr", "a")
+		t.Cleanup(func() { clearFlags(dir) })
+		for n, fl := range map[string]uint32{"flag-i": copyup.FlagImmutable, "flag-a": copyup.FlagAppend} {
+			if err := setFlagsAt(filepath.Join(st.Upper, n), fl, true); err != nil {
+				t.Skipf("the layers' file system takes no inode flags (%v); CI's does", err)
+			}
+		}
+		mnt := mkdir(t, dir, "m")
+		switch side {
+		case "kernel":
+			mountKernel(t, st, mnt)
+		case "noopen":
+			mountLayerfs(t, st, mnt, "-o", "noopen")
+		default:
+			mountLayerfs(t, st, mnt)
+		}
+		mnts[side] = mnt
+	}
+	sameAnswers(t, mnts, func(m string) []string {
+		var out []string
+		for _, n := range names {
+			p := filepath.Join(m, n)
+			var st unix.Stat_t
+			unix.Lstat(p, &st) // a lookup first, as any path does
+			out = append(out, n+": append "+errText(appendLine(p, "more")),
+				n+": truncate "+errText(unix.Truncate(p, 1)),
+				n+": unlink "+errText(unix.Unlink(p)))
+		}
+		return out
+	})
+}

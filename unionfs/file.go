@@ -2,6 +2,7 @@ package unionfs
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"syscall"
@@ -207,7 +208,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 	if o.fd < 0 {
 		var err error
-		if o, err = n.openTopSide(oflags); err != nil {
+		o, err = n.openTopSide(oflags)
+		if errors.Is(err, unix.EPERM) && isWrite(flags) && flags&unix.O_APPEND != 0 {
+			// An object append-only of its own (flagged outside the mount) opens for writing
+			// only with O_APPEND, which the kernel otherwise applies itself.
+			o, err = n.openTopSide(oflags | unix.O_APPEND)
+		}
+		if err != nil {
 			return nil, 0, toErrno(err)
 		}
 	}

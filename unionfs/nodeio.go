@@ -82,7 +82,11 @@ func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int
 		return 0, errno
 	}
 	var written int
-	errno := n.withFd(nil, unix.O_WRONLY, func(fd int) syscall.Errno {
+	wflags := unix.O_WRONLY
+	if prot&copyup.FlagAppend != 0 {
+		wflags |= unix.O_APPEND // the only way into an object append-only of its own
+	}
+	errno := n.withFd(nil, wflags, func(fd int) syscall.Errno {
 		if prot&copyup.FlagAppend != 0 {
 			var st unix.Stat_t
 			if err := unix.Fstat(fd, &st); err != nil || off < st.Size {
