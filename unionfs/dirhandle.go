@@ -137,9 +137,11 @@ func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	}
 	res := merge.Resolution{Parts: []merge.Part{{Layer: p.Layer, Path: merge.JoinPath(p.Path, name)}}, St: st, Ino: h.n.u.InoOf(l, st.Ino), Attrs: attrs}
 	if l.Upper {
-		if ino, ok := h.n.u.OriginIno(dirfd, name); ok {
+		ino, ok, facts := h.n.u.OriginIno(dirfd, name)
+		if ok {
 			res.Ino = ino
 		}
+		res.Xattrs = facts
 	}
 	return h.n.newChild(ctx, &res, merge.JoinPath(h.merged, name), out)
 }

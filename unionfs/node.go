@@ -147,11 +147,17 @@ func (n *node) newChild(ctx context.Context, res *merge.Resolution, merged strin
 	shown := res.St
 	n.u.overrideAttr(res.Parts[0], &shown)
 	ch := n.NewInode(ctx, child, fs.StableAttr{Mode: uint32(shown.Mode) & syscall.S_IFMT, Ino: res.Ino})
-	if !n.u.Layers[res.Top()].Upper {
-		// A lower object's flags are all in its attributes (overlay.protattr counts only
-		// on the upper): known at no cost (protect.go).
-		if cn, ok := ch.Operations().(*node); ok {
+	if cn, ok := ch.Operations().(*node); ok {
+		// A lower object's flags are all in its attributes (overlay.protattr counts only on
+		// the upper), and so are an upper object's that the lookup's listxattr found without
+		// overlay.protattr: known at no cost (protect.go). That list also tells an object
+		// without extended attributes (xattr.go).
+		x := res.Xattrs
+		if !n.u.Layers[res.Top()].Upper || x&merge.XattrsListed != 0 && x&merge.XattrsProtAttr == 0 {
 			cn.setProtFlags(statxBits.flags(res.Attrs))
+		}
+		if x&merge.XattrsNone != 0 {
+			cn.setAttrBits(attrNoXattrs, 0)
 		}
 	}
 	if isDirStat(&res.St) {

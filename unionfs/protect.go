@@ -24,9 +24,10 @@ import (
 //
 // A node keeps its flags once known (node.attrs): layers do not change while mounted, a
 // copy-up keeps them (in overlay.protattr), and only Ioctl (fileattr.go) changes them through
-// the mount. A lookup of a lower object, or the
-// making of a new one, tells them at no cost (statx's attributes, whiteout.Lstat); an upper
-// object found by lookup reads them, with overlay.protattr, at its first such request.
+// the mount. A lookup, or the making of a new object, tells them at no cost (statx's
+// attributes, whiteout.Lstat; for an upper non-directory, the listxattr the lookup makes for
+// its origin says whether overlay.protattr is there too); an upper directory found by lookup,
+// or an upper object with overlay.protattr, reads them at its first such request.
 
 // The bits of node.attrs.
 const (

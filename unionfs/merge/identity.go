@@ -85,26 +85,50 @@ func (num Numbering) KernelOrigin(dirfd int, name string) (uint64, bool) {
 	return 0, false
 }
 
+// XattrFacts is what the listxattr OriginIno makes tells of an upper object besides its
+// origin, which a node would otherwise ask again at its first change.
+type XattrFacts uint8
+
+const (
+	// XattrsListed: the list was read; the other bits are known.
+	XattrsListed XattrFacts = 1 << iota
+	// XattrsNone: the object has no extended attributes.
+	XattrsNone
+	// XattrsProtAttr: the object has overlay.protattr (immutable or append-only flags).
+	XattrsProtAttr
+)
+
 // OriginIno returns the merged number recorded on an upper object, by layerfs's copy-up or
-// the kernel's: one listxattr tells which, if any, is there (most objects have neither).
-func (num Numbering) OriginIno(dirfd int, name string) (uint64, bool) {
+// the kernel's: one listxattr tells which, if any, is there (most objects have neither), and
+// what else the list says.
+func (num Numbering) OriginIno(dirfd int, name string) (uint64, bool, XattrFacts) {
 	var buf [1024]byte
 	sz, err := unix.Llistxattr(xattrs.Path(dirfd, name), buf[:])
 	if err == nil {
 		names := "\x00" + string(buf[:sz])
+		facts := XattrsListed
+		if sz == 0 {
+			facts |= XattrsNone
+		}
+		if strings.Contains(names, "\x00"+num.Prefix+whiteout.ProtAttr+"\x00") {
+			facts |= XattrsProtAttr
+		}
+		var ino uint64
+		var ok bool
 		switch {
 		case strings.Contains(names, "\x00"+num.Prefix+OriginAttr+"\x00"):
-			return num.ReadOrigin(dirfd, name)
+			ino, ok = num.ReadOrigin(dirfd, name)
 		case strings.Contains(names, ".overlay.origin\x00"):
-			return num.KernelOrigin(dirfd, name)
+			ino, ok = num.KernelOrigin(dirfd, name)
 		}
-		return 0, false
+		return ino, ok, facts
 	}
 	// More attributes than the buffer holds: ask for each.
 	if ino, ok := num.ReadOrigin(dirfd, name); ok {
-		return ino, true
+		return ino, true, 0
 	}
-	return num.KernelOrigin(dirfd, name)
+	ino, ok := num.KernelOrigin(dirfd, name)
+	return ino, ok, 0
 }
 
 // File handle types (include/linux/exportfs.h) whose first 32-bit word is the inode number.

@@ -61,25 +61,29 @@ func TestOriginIno(t *testing.T) {
 	put("kernels", whiteout.UserPrefix+"origin", ovlFB(777))
 	put("bad", whiteout.UserPrefix+"origin", []byte("junk"))
 	put("plain", "", nil)
+	put("protected", whiteout.UserPrefix+whiteout.ProtAttr, []byte("i"))
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	check(t, err)
 	defer unix.Close(fd)
+	const some = XattrsListed
 	for _, tc := range []struct {
-		name string
-		same bool
-		ino  uint64
-		ok   bool
+		name  string
+		same  bool
+		ino   uint64
+		ok    bool
+		facts XattrFacts
 	}{
-		{"ours", true, 1234, true},
-		{"ours", false, 1234, true},
-		{"kernels", true, 777, true},
-		{"kernels", false, 0, false}, // a lower object's own number is not the merged one then
-		{"bad", true, 0, false},
-		{"plain", true, 0, false},
+		{"ours", true, 1234, true, some},
+		{"ours", false, 1234, true, some},
+		{"kernels", true, 777, true, some},
+		{"kernels", false, 0, false, some}, // a lower object's own number is not the merged one then
+		{"bad", true, 0, false, some},
+		{"plain", true, 0, false, some | XattrsNone},
+		{"protected", true, 0, false, some | XattrsProtAttr},
 	} {
-		ino, ok := Numbering{SameFS: tc.same, Prefix: whiteout.UserPrefix}.OriginIno(fd, tc.name)
-		if ino != tc.ino || ok != tc.ok {
-			t.Errorf("OriginIno(%s, sameFS=%v) = %d, %v; want %d, %v", tc.name, tc.same, ino, ok, tc.ino, tc.ok)
+		ino, ok, facts := Numbering{SameFS: tc.same, Prefix: whiteout.UserPrefix}.OriginIno(fd, tc.name)
+		if ino != tc.ino || ok != tc.ok || facts != tc.facts {
+			t.Errorf("OriginIno(%s, sameFS=%v) = %d, %v, %b; want %d, %v, %b", tc.name, tc.same, ino, ok, facts, tc.ino, tc.ok, tc.facts)
 		}
 	}
 }

@@ -147,7 +147,7 @@ func (s *Stack) Entries(parts []Part, limit int) ([]Entry, []int, syscall.Errno)
 			ino := s.Identity.InoOf(l, e.Ino)
 			if l.Upper && typ != unix.S_IFDIR {
 				if fd, err := dir(); err == nil {
-					if o, ok := s.Identity.OriginIno(fd, e.Name); ok {
+					if o, ok, _ := s.Identity.OriginIno(fd, e.Name); ok {
 						ino = o
 					}
 				}

@@ -14,9 +14,9 @@ import (
 // plainIdentity shows every object's own number and link count.
 type plainIdentity struct{}
 
-func (plainIdentity) InoOf(l *Layer, ino uint64) uint64               { return ino }
-func (plainIdentity) OriginIno(int, string) (uint64, bool)            { return 0, false }
-func (plainIdentity) OverrideType(*Layer, int, string) (uint32, bool) { return 0, false }
+func (plainIdentity) InoOf(l *Layer, ino uint64) uint64                { return ino }
+func (plainIdentity) OriginIno(int, string) (uint64, bool, XattrFacts) { return 0, false, 0 }
+func (plainIdentity) OverrideType(*Layer, int, string) (uint32, bool)  { return 0, false }
 func (plainIdentity) MergedNlink(_ int, _ string, st *unix.Stat_t) uint64 {
 	return uint64(st.Nlink)
 }

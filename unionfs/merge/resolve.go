@@ -27,6 +27,8 @@ type Resolution struct {
 	// Attrs are the topmost object's statx attributes (immutable, append-only …), read
 	// with St.
 	Attrs uint64
+	// Xattrs is what the lookup learnt of an upper non-directory's extended attributes.
+	Xattrs XattrFacts
 }
 
 // Top is the layer of the topmost object.
@@ -120,9 +122,11 @@ func (s *Stack) Resolve(dirs *Dirs, name string) (res Resolution, errno syscall.
 			res.Ino = s.Identity.InoOf(l, st.Ino)
 			if !isDir {
 				if l.Upper {
-					if ino, ok := s.Identity.OriginIno(fd, lookName); ok {
+					ino, ok, facts := s.Identity.OriginIno(fd, lookName)
+					if ok {
 						res.Ino = ino
 					}
+					res.Xattrs = facts
 					res.St.Nlink = s.Identity.MergedNlink(fd, lookName, &res.St)
 				}
 				return res, 0

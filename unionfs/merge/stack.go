@@ -37,8 +37,9 @@ type Identity interface {
 	// InoOf is the st_ino the mount shows for the object numbered ino in layer l.
 	InoOf(l *Layer, ino uint64) uint64
 	// OriginIno is the number an upper object name of directory dirfd keeps from the lower
-	// object it was copied up from, if it has one.
-	OriginIno(dirfd int, name string) (uint64, bool)
+	// object it was copied up from, if it has one, and what the same look at its extended
+	// attributes told.
+	OriginIno(dirfd int, name string) (uint64, bool, XattrFacts)
 	// MergedNlink is the link count the mount shows for the upper non-directory name of
 	// dirfd, stat'ed as st.
 	MergedNlink(dirfd int, name string, st *unix.Stat_t) uint64
