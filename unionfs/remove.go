@@ -24,6 +24,21 @@ func (n *node) resolveChild(name string) (merge.Resolution, syscall.Errno) {
 	return n.u.Resolve(dirs, name)
 }
 
+// removalTarget resolves name in directory n for its removal: where it lives, not its merged
+// number, which a removal does not need and which costs an upper file a listxattr. The
+// directories stay open for remove, which acts in the same upper one; the caller releases them.
+func (n *node) removalTarget(name string) (*merge.Dirs, merge.Resolution, syscall.Errno) {
+	dirs := n.u.NewDirs(n.parts())
+	if len(name) > 255 {
+		return dirs, merge.Resolution{}, syscall.ENAMETOOLONG
+	}
+	if whiteout.IsMarkerName(name) {
+		return dirs, merge.Resolution{}, syscall.ENOENT
+	}
+	res, errno := n.u.ResolvePlace(dirs, name)
+	return dirs, res, errno
+}
+
 // lowerOf returns the topmost lower layer of directory n that shows name, -1 if none: when
 // there is one, removing name from the upper (or moving it away) must leave a whiteout.
 func (n *node) lowerOf(name string) (int, syscall.Errno) {
@@ -55,14 +70,15 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno := n.mayRemove(name); errno != 0 {
 		return errno
 	}
-	res, errno := n.resolveChild(name)
+	dirs, res, errno := n.removalTarget(name)
+	defer dirs.Release()
 	if errno != 0 {
 		return errno
 	}
 	if isDirStat(&res.St) {
 		return syscall.EISDIR
 	}
-	return n.remove(ctx, name, &res, false)
+	return n.remove(ctx, name, &res, false, dirs)
 }
 
 // Rmdir removes a directory whose merged view is empty (its upper part may still hold
@@ -71,7 +87,8 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno := n.mayRemove(name); errno != 0 {
 		return errno
 	}
-	res, errno := n.resolveChild(name)
+	dirs, res, errno := n.removalTarget(name)
+	defer dirs.Release()
 	if errno != 0 {
 		return errno
 	}
@@ -81,7 +98,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if errno := n.u.checkEmpty(res.Parts); errno != 0 {
 		return errno
 	}
-	return n.remove(ctx, name, &res, true)
+	return n.remove(ctx, name, &res, true, dirs)
 }
 
 // checkEmpty answers ENOTEMPTY unless the merged directory of parts can be removed: it shows
@@ -124,24 +141,38 @@ func (u *unionFS) checkEmpty(parts []merge.Part) syscall.Errno {
 	return 0
 }
 
-func (n *node) remove(ctx context.Context, name string, res *merge.Resolution, isDir bool) syscall.Errno {
+// remove removes name, resolved in dirs (removalTarget) as res, from directory n.
+func (n *node) remove(ctx context.Context, name string, res *merge.Resolution, isDir bool, dirs *merge.Dirs) syscall.Errno {
 	if !n.u.hasUpper {
 		return syscall.EROFS
 	}
+	// Whether the upper directory was there when name was resolved: then it is the
+	// directory to act in, and the copy-up below does nothing.
+	upperResolved := n.u.Layers[dirs.Part(0).Layer].Upper
 	if errno := n.copyUp(ctx, true); errno != 0 {
 		return errno
 	}
-	below, errno := n.lowerOf(name)
-	if errno != 0 {
-		return errno
+	inUpper := n.u.Layers[res.Top()].Upper
+	below := res.Top() // an object found in a lower layer: that layer shows it
+	if inUpper {
+		var errno syscall.Errno
+		if below, errno = n.lowerOf(name); errno != 0 {
+			return errno
+		}
 	}
 	needWhiteout := below >= 0
-	d, err := n.u.upper().OpenDir(n.path())
-	if err != nil {
-		return toErrno(err)
+	var d merge.DirFD
+	var err error
+	if upperResolved {
+		if d.FD, err = dirs.Get(0); err != nil { // dirs releases it
+			return toErrno(err)
+		}
+	} else {
+		if d, err = n.u.upper().OpenDir(n.path()); err != nil {
+			return toErrno(err)
+		}
+		defer d.Release()
 	}
-	defer d.Release()
-	inUpper := n.u.Layers[res.Top()].Upper
 	if !inUpper && !isDir && res.St.Nlink > 1 {
 		// Removing one name of a lower hard link: the other names stay one object, one link
 		// fewer, so the object is copied up (linking all its names) before this one goes.
@@ -156,6 +187,7 @@ func (n *node) remove(ctx context.Context, name string, res *merge.Resolution, i
 	}
 	undo := func() {}
 	if !isDir {
+		var errno syscall.Errno
 		if undo, errno = n.detachChild(name, d.FD); errno != 0 {
 			return errno
 		}

@@ -61,6 +61,9 @@ func (p *Dirs) Get(i int) (int, error) {
 	return p.fds[i].FD, nil
 }
 
+// Part is the i-th layer directory's place.
+func (p *Dirs) Part(i int) Part { return p.parts[i] }
+
 // Release closes the directories Get opened.
 func (p *Dirs) Release() {
 	for i, ok := range p.opened {
@@ -81,6 +84,17 @@ func Missing(err error) bool {
 // directory with a redirect continues the search below it at the path the redirect names,
 // from the layer roots when it is absolute.
 func (s *Stack) Resolve(dirs *Dirs, name string) (res Resolution, errno syscall.Errno) {
+	return s.resolve(dirs, name, true)
+}
+
+// ResolvePlace is Resolve without the merged identity of an upper non-directory: its Ino is
+// the upper object's own number, its St.Nlink the upper count, and Xattrs is empty. What
+// only asks where a name lives (a removal) spares the listxattr and getxattr that cost.
+func (s *Stack) ResolvePlace(dirs *Dirs, name string) (Resolution, syscall.Errno) {
+	return s.resolve(dirs, name, false)
+}
+
+func (s *Stack) resolve(dirs *Dirs, name string, identity bool) (res Resolution, errno syscall.Errno) {
 	found := false
 	lowerIno := false
 	cand, lookName := dirs, name
@@ -121,7 +135,7 @@ func (s *Stack) Resolve(dirs *Dirs, name string) (res Resolution, errno syscall.
 			res.Parts = []Part{here}
 			res.Ino = s.Identity.InoOf(l, st.Ino)
 			if !isDir {
-				if l.Upper {
+				if l.Upper && identity {
 					ino, ok, facts := s.Identity.OriginIno(fd, lookName)
 					if ok {
 						res.Ino = ino
