@@ -190,8 +190,25 @@ func TestDefaultACLs(t *testing.T) {
 			create("d/sub/h", 0o640),
 			create("plain/masked", 0o666),
 			errName(unix.Mkdir(p("plain/maskeddir"), 0o777)), attrs(p("plain/maskeddir")),
+			// A new file and a new directory answer for attributes they have not got from
+			// memory (layerfs): what is set since must show, and a default ACL set on the
+			// directory must apply to what is created in it after.
+			getCap(p("plain/masked")), errName(unix.Setxattr(p("plain/masked"), "security.capability", capNetRaw, 0)), getCap(p("plain/masked")),
+			errName(unix.Mkdir(p("plain/later"), 0o777)), create("plain/later/a", 0o666),
+			errName(unix.Setxattr(p("plain/later"), posixacl.DefaultXattr, aclValue(0o7, 1234, 0o7), 0)),
+			create("plain/later/b", 0o666),
+			errName(unix.Mkdir(p("plain/later/c"), 0o777)), attrs(p("plain/later/c")),
 		}
 	})
+}
+
+// getCap reads path's security.capability: its error, or its size.
+func getCap(path string) string {
+	n, err := unix.Getxattr(path, "security.capability", make([]byte, 64))
+	if err != nil {
+		return errName(err)
+	}
+	return fmt.Sprint(n)
 }
 
 // TestACLClearsSetgid: an owner outside the object's group who sets its ACL loses the

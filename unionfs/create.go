@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -98,9 +99,14 @@ func (n *node) prepareSlot(ctx context.Context, name string) (s slot, errno sysc
 // built in the work directory to replace a whiteout gets them from s.access and s.def, as the
 // kernel's create-over-whiteout sets them.
 func (n *node) newMode(ctx context.Context, s *slot, mode uint32, isDir bool) (uint32, syscall.Errno) {
-	def, err := defaultACL(s.dir.FD)
-	if err != nil {
-		return 0, toErrno(err)
+	var def []byte
+	if n.attrs.Load()&attrNoXattrs == 0 {
+		// A directory known to have no extended attributes (made by Mkdir, or found so by a
+		// getxattr: xattr.go) has no default ACL either.
+		var err error
+		if def, err = defaultACL(s.dir.FD); err != nil {
+			return 0, toErrno(err)
+		}
 	}
 	if def == nil {
 		if umask, ok := n.u.extras.umask(ctx); ok {
@@ -171,21 +177,26 @@ func (n *node) place(s *slot, tmp string, isDir bool) error {
 // owner returns the uid and gid (as stored, idmap.go) a new object of the caller gets, -1 where what the kernel
 // gives it already is right (a set-group-id directory hands down its group).
 func (u *unionFS) owner(ctx context.Context, dirSt *unix.Stat_t) (int, int) {
-	uid, gid := os.Geteuid(), os.Getegid()
+	euid, egid := serverIDs()
+	uid, gid := euid, egid
 	if c, ok := fuse.FromContext(ctx); ok {
 		uid, gid = int(u.cfg.IDs.diskUID(c.Uid)), int(u.cfg.IDs.diskGID(c.Gid))
 	}
 	if dirSt.Mode&unix.S_ISGID != 0 {
 		gid = -1
 	}
-	if uid == os.Geteuid() {
+	if uid == euid {
 		uid = -1
 	}
-	if gid == os.Getegid() {
+	if gid == egid {
 		gid = -1
 	}
 	return uid, gid
 }
+
+// serverIDs is the server's effective uid and gid, which own what it creates; they do not
+// change while it runs, and each create would ask for them twice.
+var serverIDs = sync.OnceValues(func() (int, int) { return os.Geteuid(), os.Getegid() })
 
 // chownNew gives entry name of dirfd to the caller.
 func (u *unionFS) chownNew(ctx context.Context, dirfd int, name string, dirSt *unix.Stat_t) error {
@@ -303,7 +314,14 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newEntry(ctx, &s, out)
+	ch, errno := n.newEntry(ctx, &s, out)
+	if errno == 0 {
+		if sz, err := unix.Llistxattr(xattrs.Path(s.dir.FD, name), nil); err == nil && sz == 0 {
+			// No default ACL to read at each create in it (newMode).
+			ch.Operations().(*node).setAttrBits(attrNoXattrs, 0)
+		}
+	}
+	return ch, errno
 }
 
 // Mknod makes a fifo, socket or device. A character device 0/0 would be a whiteout, which
@@ -381,6 +399,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := ch.Operations().(*node)
 	cn.notePrivsNew(out.Attr.Mode) // created set-id: a write by its unprivileged creator drops the bits
+	if sz, err := unix.Flistxattr(fd, nil); err == nil && sz == 0 {
+		// Nothing gave the new file an attribute (an inherited ACL, a security label): the
+		// security.capability the kernel asks for at its first write is answered from memory.
+		cn.setAttrBits(attrNoXattrs, 0)
+	}
 	fh, oflags, errno := cn.handle(opened{fd: fd, upper: true}, fileFlags, true, flags&unix.O_ACCMODE == unix.O_RDWR)
 	if errno == 0 && cn.volatileAttrs() {
 		out.SetAttrTimeout(volatileTimeout) // the kernel knows nothing of it yet to drop
