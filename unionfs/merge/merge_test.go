@@ -229,3 +229,54 @@ func errnoErr(e syscall.Errno) error {
 	}
 	return e
 }
+
+// countingIdentity counts the identity reads of upper non-directories.
+type countingIdentity struct {
+	plainIdentity
+	origins, nlinks int
+}
+
+func (c *countingIdentity) OriginIno(int, string) (uint64, bool, XattrFacts) {
+	c.origins++
+	return 7, true, XattrsListed | XattrsNone
+}
+
+func (c *countingIdentity) MergedNlink(_ int, _ string, st *unix.Stat_t) uint64 {
+	c.nlinks++
+	return uint64(st.Nlink)
+}
+
+// TestResolvePlace: ResolvePlace finds what Resolve finds, where it lives, without reading
+// an upper file's merged identity (a removal's lookup: remove.go).
+func TestResolvePlace(t *testing.T) {
+	s := newStack(t, true, []string{"f up", "d dir"}, []string{"f low", "d dir"})
+	id := &countingIdentity{}
+	s.Identity = id
+	for _, name := range []string{"up", "low", "dir"} {
+		dirs := s.NewDirs([]Part{{Layer: 0}, {Layer: 1}})
+		full, errno := s.Resolve(dirs, name)
+		dirs.Release()
+		if errno != 0 {
+			t.Fatalf("Resolve %s: %v", name, errno)
+		}
+		before := *id
+		dirs = s.NewDirs([]Part{{Layer: 0}, {Layer: 1}})
+		place, errno := s.ResolvePlace(dirs, name)
+		dirs.Release()
+		if errno != 0 {
+			t.Fatalf("ResolvePlace %s: %v", name, errno)
+		}
+		if where(place) != where(full) || place.St.Ino != full.St.Ino || place.St.Mode != full.St.Mode {
+			t.Errorf("%s: ResolvePlace found %s (ino %d), Resolve %s (ino %d)", name, where(place), place.St.Ino, where(full), full.St.Ino)
+		}
+		if id.origins != before.origins || id.nlinks != before.nlinks {
+			t.Errorf("%s: ResolvePlace read the merged identity", name)
+		}
+		if place.Xattrs != 0 {
+			t.Errorf("%s: ResolvePlace reports xattr facts %b", name, place.Xattrs)
+		}
+	}
+	if id.origins != 1 || id.nlinks != 1 {
+		t.Errorf("Resolve read %d origins and %d link counts for one upper file, want 1 and 1", id.origins, id.nlinks)
+	}
+}
