@@ -280,7 +280,10 @@ func unlinkAny(dirfd int, name string) {
 
 // newEntry looks up what was just made at s and makes its node. What was just made, or
 // linked (which an immutable or append-only object refuses), has no overlay.protattr: its
-// flags are known at once (protect.go).
+// flags are known at once (protect.go). Whether it has extended attributes at all is asked
+// once here: where nothing gave it one (an inherited ACL, a security label), the
+// security.capability the kernel asks at a new file's first write, and a new directory's
+// default ACL at each create in it (newMode), are answered from memory (xattr.go).
 func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	var st unix.Stat_t
 	attrs, err := whiteout.Lstat(s.dir.FD, s.name, &st)
@@ -289,6 +292,12 @@ func (n *node) newEntry(ctx context.Context, s *slot, out *fuse.EntryOut) (*fs.I
 	}
 	merged := merge.JoinPath(n.path(), s.name)
 	res := merge.Resolution{Parts: []merge.Part{{Layer: 0, Path: merged}}, St: st, Ino: n.u.InoOf(n.u.upper(), st.Ino), Attrs: attrs}
+	if sz, err := unix.Llistxattr(xattrs.Path(s.dir.FD, s.name), nil); err == nil {
+		res.Xattrs = merge.XattrsListed
+		if sz == 0 {
+			res.Xattrs |= merge.XattrsNone
+		}
+	}
 	ch, errno := n.newChild(ctx, &res, merged, out)
 	if errno == 0 {
 		if cn, ok := ch.Operations().(*node); ok {
@@ -314,14 +323,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	if errno != 0 {
 		return nil, errno
 	}
-	ch, errno := n.newEntry(ctx, &s, out)
-	if errno == 0 {
-		if sz, err := unix.Llistxattr(xattrs.Path(s.dir.FD, name), nil); err == nil && sz == 0 {
-			// No default ACL to read at each create in it (newMode).
-			ch.Operations().(*node).setAttrBits(attrNoXattrs, 0)
-		}
-	}
-	return ch, errno
+	return n.newEntry(ctx, &s, out)
 }
 
 // Mknod makes a fifo, socket or device. A character device 0/0 would be a whiteout, which
@@ -399,11 +401,6 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	}
 	cn := ch.Operations().(*node)
 	cn.notePrivsNew(out.Attr.Mode) // created set-id: a write by its unprivileged creator drops the bits
-	if sz, err := unix.Flistxattr(fd, nil); err == nil && sz == 0 {
-		// Nothing gave the new file an attribute (an inherited ACL, a security label): the
-		// security.capability the kernel asks for at its first write is answered from memory.
-		cn.setAttrBits(attrNoXattrs, 0)
-	}
 	fh, oflags, errno := cn.handle(opened{fd: fd, upper: true}, fileFlags, true, flags&unix.O_ACCMODE == unix.O_RDWR)
 	if errno == 0 && cn.volatileAttrs() {
 		out.SetAttrTimeout(volatileTimeout) // the kernel knows nothing of it yet to drop
