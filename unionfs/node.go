@@ -219,7 +219,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 // Getattr stats the topmost object.
 func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
-	merged, errno := n.statTop(f, &st, nil)
+	merged, _, errno := n.statTop(f, &st)
 	if errno != 0 {
 		return errno
 	}
@@ -232,35 +232,23 @@ func (n *node) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) 
 
 // statTop stats the object n stands for: its topmost layer object, or the open descriptor of
 // it where its name is gone or names another object now. It returns how many layers the
-// object merges (a merged directory reports one link), and the birth time when birth is not
-// nil (statx.go).
-func (n *node) statTop(f fs.FileHandle, st *unix.Stat_t, birth *whiteout.Birth) (int, syscall.Errno) {
-	statAt := func(dirfd int, name string, flags int) error {
-		if birth == nil {
-			return unix.Fstatat(dirfd, name, st, flags)
-		}
-		b, err := whiteout.StatBirth(dirfd, name, flags, st)
-		*birth = b
-		return err
-	}
+// object merges (a merged directory reports one link) and the object's birth time (statx.go),
+// which the same statx gives.
+func (n *node) statTop(f fs.FileHandle, st *unix.Stat_t) (int, whiteout.Birth, syscall.Errno) {
 	if h := n.hiddenName(); h != "" {
 		// Its last name is gone; the work directory's link is not one of its names.
-		if err := statAt(n.u.work.FD, h, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return 0, toErrno(err)
+		birth, err := whiteout.StatBirth(n.u.work.FD, h, unix.AT_SYMLINK_NOFOLLOW, st)
+		if err != nil {
+			return 0, birth, toErrno(err)
 		}
 		st.Nlink--
-		return 1, 0
+		return 1, birth, 0
 	}
 	parts := n.parts()
 	top := parts[0]
-	var err error
-	if birth == nil {
-		err = n.u.Layers[top.Layer].Stat(top.Path, st)
-	} else {
-		*birth, err = n.u.Layers[top.Layer].StatBirth(top.Path, st)
-	}
+	birth, err := n.u.Layers[top.Layer].StatBirth(top.Path, st)
 	if err != nil && !merge.Missing(err) {
-		return 0, toErrno(err)
+		return 0, birth, toErrno(err)
 	}
 	if err == nil && n.isSelf(st) {
 		n.u.overrideAttr(top, st)
@@ -278,13 +266,13 @@ func (n *node) statTop(f fs.FileHandle, st *unix.Stat_t, birth *whiteout.Birth) 
 		}
 		n.mu.Unlock()
 		if fd < 0 {
-			return 0, syscall.ENOENT
+			return 0, birth, syscall.ENOENT
 		}
-		if err := statAt(fd, "", unix.AT_EMPTY_PATH); err != nil {
-			return 0, toErrno(err)
+		if birth, err = whiteout.StatBirth(fd, "", unix.AT_EMPTY_PATH, st); err != nil {
+			return 0, birth, toErrno(err)
 		}
 		if !n.isSelf(st) {
-			return 0, syscall.ENOENT
+			return 0, birth, syscall.ENOENT
 		}
 	}
 	if n.u.Layers[top.Layer].Upper && st.Nlink > 1 && !isDirStat(st) {
@@ -296,7 +284,7 @@ func (n *node) statTop(f fs.FileHandle, st *unix.Stat_t, birth *whiteout.Birth) 
 			d.Release()
 		}
 	}
-	return len(parts), 0
+	return len(parts), birth, 0
 }
 
 // Readlink reads the symlink's target from its layer.

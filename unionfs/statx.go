@@ -33,8 +33,7 @@ func (n *node) Statx(ctx context.Context, f fs.FileHandle, flags, mask uint32, o
 	n.setAttrBits(attrBirthServed, 0)
 	upper := n.topLayer().Upper
 	var st unix.Stat_t
-	var birth whiteout.Birth
-	merged, errno := n.statTop(f, &st, &birth)
+	merged, birth, errno := n.statTop(f, &st)
 	if errno != 0 {
 		return errno
 	}

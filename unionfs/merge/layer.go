@@ -117,21 +117,8 @@ func openat2(dirfd int, rel string, flags int, mode uint32) (int, error) {
 	})
 }
 
-// Stat lstat()s rel inside the layer.
-func (l *Layer) Stat(rel string, st *unix.Stat_t) error {
-	if rel == "" {
-		return unix.Fstat(l.FD, st)
-	}
-	dir, name := SplitPath(rel)
-	d, err := l.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Release()
-	return unix.Fstatat(d.FD, name, st, unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// StatBirth is Stat that also returns the object's birth time (statx), for a STATX.
+// StatBirth lstat()s rel inside the layer, and returns the object's birth time from the same
+// statx (GETATTR and STATX answer from one call).
 func (l *Layer) StatBirth(rel string, st *unix.Stat_t) (whiteout.Birth, error) {
 	if rel == "" {
 		return whiteout.StatBirth(l.FD, "", unix.AT_EMPTY_PATH, st)
